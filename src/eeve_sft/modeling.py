@@ -1,0 +1,61 @@
+"""Tokenizer and model-loading settings for training, derived from a recipe."""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer, GenerationConfig
+
+from .errors import UserError
+from .recipe import Recipe
+from .template import apply_eeve_template, stop_token_ids
+
+
+def load_tokenizer(recipe: Recipe):
+    """The model's fast tokenizer with the EEVE template installed and a pad token that is not the eos token."""
+    model, training = recipe.model, recipe.training
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model.model_name_or_path, revision=model.model_revision, trust_remote_code=training.trust_remote_code
+        )
+    except OSError as err:
+        raise UserError(f"cannot load a tokenizer from '{model.model_name_or_path}': {str(err).splitlines()[0]}") from None
+    if not tokenizer.is_fast:
+        raise UserError(f"'{model.model_name_or_path}' has no fast tokenizer (tokenizer.json); assistant masks need one")
+    if training.eos_token:
+        tokenizer.eos_token = training.eos_token
+    if training.pad_token:
+        tokenizer.pad_token = training.pad_token
+    for role, token in (("eos_token", tokenizer.eos_token), ("pad_token", tokenizer.pad_token)):
+        if token is None:
+            raise UserError(f"the tokenizer of '{model.model_name_or_path}' has no {role}; set {role} in the recipe")
+        if tokenizer.convert_tokens_to_ids(token) in (None, tokenizer.unk_token_id):
+            raise UserError(f"{role} '{token}' is not in the vocabulary of '{model.model_name_or_path}'")
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        # Padding is masked out of the loss, so a pad token equal to eos would hide every eos: the model
+        # would never learn to stop.
+        raise UserError(
+            f"pad_token and eos_token are both '{tokenizer.eos_token}'; set pad_token to another token (EEVE: '</s>')"
+        )
+    apply_eeve_template(tokenizer, recipe.project.system_prompt)
+    return tokenizer
+
+
+def generation_config_for(tokenizer) -> GenerationConfig:
+    """Generation settings saved with adapters: stop on every eos id, pad with the pad token."""
+    return GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=stop_token_ids(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def model_init_kwargs(recipe: Recipe) -> dict:
+    """Keyword arguments for from_pretrained, as TRL's own sft script builds them (recipe values win)."""
+    model, training = recipe.model, recipe.training
+    kwargs = {
+        "revision": model.model_revision,
+        "trust_remote_code": training.trust_remote_code,
+        "attn_implementation": model.attn_implementation,
+        "dtype": model.dtype,
+    }
+    kwargs.update(training.model_init_kwargs or {})
+    return kwargs

@@ -1,0 +1,311 @@
+"""Recipes: one YAML file per experiment, mapped onto TRL's own dataclasses and checked before anything loads.
+
+A recipe's keys are the fields of TRL's ``ScriptArguments``, ``SFTConfig`` and ``ModelConfig`` plus the few
+project keys of :class:`ProjectArguments` and ``base_recipe`` (inherit another recipe, override some keys).
+Recipe values and command-line overrides go through the same ``TrlParser``, so a value means the same thing
+in both places. Every mistake raises :class:`UserError` with one line that names the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+
+from .errors import UserError
+
+BASE_KEY = "base_recipe"
+
+# Keys that older TRL/transformers releases used, and what replaced them.
+RENAMED_KEYS = {
+    "max_seq_length": "max_length",
+    "torch_dtype": "dtype",
+    "evaluation_strategy": "eval_strategy",
+    "use_flash_attention_2": "attn_implementation",
+    "per_gpu_train_batch_size": "per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "per_device_eval_batch_size",
+    "dataset_batch_size": "dataset_num_proc",
+    "warmup_ratio": "warmup_steps (a float below 1 is a ratio)",
+    "num_of_sequences": "max_length",
+    "chars_per_token": "max_length",
+}
+
+
+@dataclass
+class ProjectArguments:
+    """The few keys a recipe needs beyond TRL's own."""
+
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "System line used when a row has no system message (default: EEVE's official line)."},
+    )
+    eval_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Hold out this share of the train split for evaluation when the data has no eval split."},
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without eval_loss improving."}
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "Smallest eval_loss improvement that counts as one."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow training into an output_dir that already holds a run."}
+    )
+
+
+DATACLASSES = (ScriptArguments, SFTConfig, ModelConfig, ProjectArguments)
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe: TRL's three argument objects, the project's, and the resolved key/value mapping."""
+
+    script: ScriptArguments
+    training: SFTConfig
+    model: ModelConfig
+    project: ProjectArguments
+    resolved: dict  # every key the recipe or the command line set, after base recipes and overrides
+
+
+def make_parser() -> TrlParser:
+    parser = TrlParser(DATACLASSES)
+
+    def fail(message: str) -> typing.NoReturn:
+        raise UserError(message)
+
+    parser.error = fail  # argparse would print usage and exit; we want one line and our own exit path
+    return parser
+
+
+def _field_types() -> dict[str, object]:
+    hints: dict[str, object] = {}
+    for cls in DATACLASSES:
+        resolved = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.init:
+                hints[f.name] = resolved.get(f.name, f.type)
+    return hints
+
+
+FIELD_TYPES = _field_types()
+VALID_KEYS = frozenset(FIELD_TYPES) | {BASE_KEY}
+
+
+def suggest_key(key: str) -> str:
+    """The hint appended to an unknown-key error: the renamed key, or the closest valid one."""
+    if key in RENAMED_KEYS:
+        return f"; it was renamed, use '{RENAMED_KEYS[key]}'"
+    close = difflib.get_close_matches(key, sorted(VALID_KEYS), n=1, cutoff=0.6)
+    if not close:  # a prefix match catches abbreviations that difflib scores low
+        close = [k for k in sorted(VALID_KEYS) if k.startswith(key) or key.startswith(k)][:1]
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a recipe YAML and merge in its base recipes (the recipe's own keys win)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    resolved_path = path.resolve()
+    if resolved_path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved_path))
+        raise UserError(f"recipe {path}: base_recipe chain loops: {chain}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"recipe {path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"recipe {path} is not UTF-8 text") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str) or key not in VALID_KEYS:
+            raise UserError(f"recipe {path}: unknown key '{key}'{suggest_key(str(key))}")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise UserError(f"recipe {path}: '{BASE_KEY}' expects a path to another recipe, got {base!r}")
+    merged = read_recipe(path.parent / base, (*_seen, resolved_path))
+    merged.update(data)
+    return merged
+
+
+def _allows_none(annotation: object) -> bool:
+    return annotation is None or type(None) in typing.get_args(annotation) or annotation is typing.Any
+
+
+def _allows_dict(annotation: object) -> bool:
+    if annotation is dict or typing.get_origin(annotation) is dict:
+        return True
+    return any(_allows_dict(arg) for arg in typing.get_args(annotation))
+
+
+def _allows_str(annotation: object) -> bool:
+    return annotation is str or str in typing.get_args(annotation)
+
+
+def _describe(action: argparse.Action, annotation: object) -> str:
+    if action.choices:
+        return "one of " + ", ".join(str(c) for c in action.choices)
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        names = [getattr(a, "__name__", str(a)) for a in typing.get_args(annotation) if a is not type(None)]
+        return " or ".join(names)
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _convert_one(key: str, value: object, action: argparse.Action, annotation: object) -> object:
+    """Convert a scalar the way argparse converts a command-line string, and check choices."""
+    if isinstance(value, (dict, list)):
+        raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got {value!r}")
+    converted = value
+    if action.type is not None:
+        try:
+            converted = action.type(value if isinstance(value, str) else str(value))
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            # HfArgumentParser gives `str | bool` fields a bool parser; a string is still a valid value there.
+            if not (isinstance(value, str) and _allows_str(annotation)):
+                raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got {value!r}") from None
+    if isinstance(converted, enum.Enum):
+        converted = converted.value
+    if action.choices and converted not in [getattr(c, "value", c) for c in action.choices]:
+        raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got {value!r}")
+    return converted
+
+
+def check_values(values: dict, parser: TrlParser) -> dict:
+    """Type-check and convert every recipe value; return the converted mapping."""
+    actions = {a.dest: a for a in parser._actions if a.dest in FIELD_TYPES}
+    checked = {}
+    for key, value in values.items():
+        action, annotation = actions[key], FIELD_TYPES[key]
+        if value is None:
+            if not _allows_none(annotation):
+                raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got null")
+            checked[key] = None
+        elif isinstance(value, dict):
+            if not _allows_dict(annotation):
+                raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got a mapping")
+            checked[key] = value
+        elif action.nargs in ("+", "*"):
+            items = value if isinstance(value, list) else [value]
+            checked[key] = [_convert_one(key, item, action, annotation) for item in items]
+        else:
+            checked[key] = _convert_one(key, value, action, annotation)
+    return checked
+
+
+def _parses(parser: TrlParser, key: str, value: str) -> bool:
+    action = next(a for a in parser._actions if a.dest == key)
+    try:
+        action.type is None or action.type(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        return False
+    return True
+
+
+def _flags_given(argv: list[str], parser: TrlParser) -> set[str]:
+    """The dataclass fields that command-line flags in `argv` set."""
+    by_option = {opt: a.dest for a in parser._actions for opt in a.option_strings}
+    given = set()
+    for token in argv:
+        if token.startswith("--"):
+            option = token.split("=", 1)[0]
+            if option in by_option:  # HfArgumentParser gives --no_x the dest x already
+                given.add(by_option[option])
+    return given & set(FIELD_TYPES)
+
+
+def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_device: bool = True) -> Recipe:
+    """Read, merge, check and parse a recipe with command-line overrides; raise UserError on any mistake.
+
+    `check_device=False` is for tools that read a recipe without training (preview, evaluation): it skips
+    TrainingArguments' check that this machine supports the recipe's bf16/fp16.
+    """
+    overrides = list(overrides or [])
+    values = read_recipe(path)
+    parser = make_parser()
+    checked = check_values(values, parser)
+    # argparse re-parses string defaults with the field's type; keep back the strings it would reject
+    # (a `str | bool` field holding a string) and put them in after parsing.
+    deferred = {k: v for k, v in checked.items() if isinstance(v, str) and not _parses(parser, k, v)}
+    parser.set_defaults_with_config(**{k: (None if k in deferred else v) for k, v in checked.items()})
+
+    namespace, remaining = parser.parse_known_args(overrides)
+    given = _flags_given(overrides, parser)
+    for key, value in deferred.items():
+        if key not in given:
+            setattr(namespace, key, value)
+    if remaining:
+        flag = next((t for t in remaining if t.startswith("-")), remaining[0])
+        name = flag.lstrip("-").split("=", 1)[0].replace("-", "_")
+        hint = suggest_key(name) if flag.startswith("-") else ""
+        raise UserError(f"unknown command-line argument '{flag}'{hint}")
+
+    objects = []
+    for cls in DATACLASSES:
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        kwargs = {k: v for k, v in vars(namespace).items() if k in names}
+        # Previewing or validating a GPU recipe on a CPU-only machine: TrainingArguments rejects bf16/fp16
+        # there, so build it without them and put the recipe's values back afterwards.
+        precision = {k: kwargs[k] for k in ("bf16", "fp16") if kwargs.get(k)} if not check_device else {}
+        kwargs.update(dict.fromkeys(precision, False))
+        try:
+            obj = cls(**kwargs)
+        except (ValueError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"recipe {path}: {first}") from None
+        for key, value in precision.items():
+            setattr(obj, key, value)
+        objects.append(obj)
+    script, training, model, project = objects
+
+    resolved = dict(checked)
+    for key in given:
+        value = getattr(namespace, key)
+        resolved[key] = value.value if isinstance(value, enum.Enum) else value
+    return Recipe(script, training, model, project, resolved)
+
+
+def dump_recipe(resolved: dict) -> str:
+    """YAML text of a resolved recipe, readable by :func:`parse_recipe` (keys sorted for stable diffs)."""
+    return yaml.safe_dump(resolved, sort_keys=True, allow_unicode=True, default_flow_style=False)
+
+
+def check_for_training(recipe: Recipe) -> None:
+    """Checks across keys that TRL leaves to fail late (after the model has loaded) or never."""
+    model, training, project = recipe.model, recipe.training, recipe.project
+    if not model.model_name_or_path:
+        raise UserError("no model_name_or_path: set it in the recipe or pass --model_name_or_path")
+    if model.load_in_4bit and model.load_in_8bit:
+        raise UserError("load_in_4bit and load_in_8bit are both true; choose one")
+    if (model.load_in_4bit or model.load_in_8bit) and not model.use_peft:
+        raise UserError("a quantized model trains only through adapters: set use_peft: true (QLoRA)")
+    if training.chat_template_path:
+        raise UserError("chat_template_path is not used: the EEVE template is fixed; change its system line with system_prompt")
+    if training.packing and training.max_length is None:
+        raise UserError("packing needs max_length")
+    if project.early_stopping_patience is not None:
+        if project.early_stopping_patience < 1:
+            raise UserError("early_stopping_patience must be at least 1")
+        if training.eval_strategy == "no" or not training.load_best_model_at_end or not training.metric_for_best_model:
+            raise UserError(
+                "early_stopping_patience needs eval_strategy steps or epoch, load_best_model_at_end: true and "
+                "metric_for_best_model (e.g. eval_loss)"
+            )
+    if not 0.0 <= project.eval_fraction < 1.0:
+        raise UserError(f"eval_fraction must be in [0, 1), got {project.eval_fraction}")
