@@ -83,6 +83,7 @@ def make_parser() -> TrlParser:
         raise UserError(message)
 
     parser.error = fail  # argparse would print usage and exit; we want one line and our own exit path
+    parser.allow_abbrev = False  # a misspelt flag must fail, not silently match a longer one
     return parser
 
 
@@ -104,7 +105,10 @@ def suggest_key(key: str) -> str:
     """The hint appended to an unknown-key error: the renamed key, or the closest valid one."""
     if key in RENAMED_KEYS:
         return f"; it was renamed, use '{RENAMED_KEYS[key]}'"
-    close = difflib.get_close_matches(key, sorted(VALID_KEYS), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, sorted(VALID_KEYS), n=5, cutoff=0.6)
+    # Prefer a key of the same family (lora_rank -> lora_r, not local_rank).
+    family = [k for k in close if k.split("_")[0] == key.split("_")[0]]
+    close = family[:1] or close[:1]
     if not close:  # a prefix match catches abbreviations that difflib scores low
         close = [k for k in sorted(VALID_KEYS) if k.startswith(key) or key.startswith(k)][:1]
     return f"; did you mean '{close[0]}'?" if close else ""
@@ -262,8 +266,9 @@ def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_dev
         kwargs = {k: v for k, v in vars(namespace).items() if k in names}
         # Previewing or validating a GPU recipe on a CPU-only machine: TrainingArguments rejects bf16/fp16
         # there, so build it without them and put the recipe's values back afterwards.
-        precision = {k: kwargs[k] for k in ("bf16", "fp16") if kwargs.get(k)} if not check_device else {}
+        precision = {k: kwargs[k] for k in ("bf16", "fp16") if k in kwargs} if not check_device else {}
         kwargs.update(dict.fromkeys(precision, False))
+        precision = {k: v for k, v in precision.items() if v}  # only explicit true values go back
         try:
             obj = cls(**kwargs)
         except (ValueError, TypeError) as err:
@@ -291,8 +296,6 @@ def check_for_training(recipe: Recipe) -> None:
     model, training, project = recipe.model, recipe.training, recipe.project
     if not model.model_name_or_path:
         raise UserError("no model_name_or_path: set it in the recipe or pass --model_name_or_path")
-    if model.load_in_4bit and model.load_in_8bit:
-        raise UserError("load_in_4bit and load_in_8bit are both true; choose one")
     if (model.load_in_4bit or model.load_in_8bit) and not model.use_peft:
         raise UserError("a quantized model trains only through adapters: set use_peft: true (QLoRA)")
     if training.chat_template_path:
