@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import difflib
 import enum
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -309,6 +310,12 @@ def check_for_training(recipe: Recipe) -> None:
             raise UserError(
                 "early_stopping_patience needs eval_strategy steps or epoch, load_best_model_at_end: true and "
                 "metric_for_best_model (e.g. eval_loss)"
+            )
+    # `accelerate launch` with a DeepSpeed config says the ZeRO stage in the environment.
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        if model.load_in_4bit and model.bnb_4bit_quant_storage != "bfloat16":
+            raise UserError(
+                "QLoRA under DeepSpeed ZeRO-3 needs bnb_4bit_quant_storage: bfloat16 (see recipes/eeve_banmal_zero3.yaml)"
             )
     if not 0.0 <= project.eval_fraction < 1.0:
         raise UserError(f"eval_fraction must be in [0, 1), got {project.eval_fraction}")
