@@ -34,7 +34,7 @@ def test_zero3_recipe_stores_4bit_weights_as_bf16():
 
 def test_qlora_without_bf16_storage_is_refused_under_zero3(monkeypatch):
     default, zero3, bf16 = (parse_recipe(REPO / f"recipes/{name}.yaml", check_device=False)
-                            for name in ("eeve_banmal", "eeve_banmal_zero3", "eeve_banmal_bf16"))
+                            for name in ("eeve_banmal_original", "eeve_banmal_zero3", "eeve_banmal_bf16"))
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # what `accelerate launch` sets for a DeepSpeed config
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(UserError, match="bnb_4bit_quant_storage: bfloat16"):

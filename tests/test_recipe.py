@@ -1,5 +1,6 @@
 """Recipes: TRL keys, base recipes, overrides, and one-line errors before anything loads."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,26 @@ def error_of(path, overrides=None) -> str:
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
-def test_every_shipped_recipe_parses_and_passes_training_checks(path):
+def test_every_shipped_recipe_parses_and_passes_training_checks(path, monkeypatch):
+    import importlib.machinery
+    import importlib.util
+
+    # The GPU recipes use Liger kernels, an extra that CPU installs leave out: pretend it is there.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: importlib.machinery.ModuleSpec(name, None)
+                        if name == "liger_kernel" else real_find_spec(name, *a))
     recipe = parse_recipe(path, check_device=False)
     check_for_training(recipe)
     assert recipe.model.model_name_or_path
+
+
+def test_default_recipe_is_the_original_plus_speed_settings_only():
+    original = parse_recipe(REPO / "recipes/eeve_banmal_original.yaml", check_device=False).resolved
+    default = parse_recipe(REPO / "recipes/eeve_banmal.yaml", check_device=False).resolved
+    changed = {k for k in original.keys() | default.keys() if original.get(k) != default.get(k)}
+    assert changed == {"output_dir", "packing", "packing_strategy",
+                       "gradient_accumulation_steps", "pad_to_multiple_of", "attn_implementation", "use_liger_kernel"}
+    assert default["packing"] and default["attn_implementation"] == "flex_attention"
 
 
 def test_default_recipe_reproduces_the_original_hyperparameters():
@@ -108,14 +125,25 @@ def test_cross_key_checks(tmp_path):
 
     assert "use_peft: true" in check("model_name_or_path: m\nload_in_4bit: true\n")
     assert "early_stopping_patience needs" in check("model_name_or_path: m\nearly_stopping_patience: 2\n")
+    assert "packing needs max_length" in check("model_name_or_path: m\npacking: true\nmax_length: null\n")
     assert "8 bit and 4 bit" in error_of(write(tmp_path, "model_name_or_path: m\nload_in_4bit: true\nload_in_8bit: true\n"))
 
 
 def test_sft_cli_rejects_a_bad_recipe_with_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     recipe = write(tmp_path, f"base_recipe: {REPO / 'recipes/demo_cpu.yaml'}\nmax_seq_length: 128\n")
-    result = run_script("python", "scripts/sft.py", str(recipe), "--output_dir", str(out))
+    result = run_script(sys.executable, "scripts/sft.py", str(recipe), "--output_dir", str(out))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: recipe {recipe}: unknown key 'max_seq_length'; it was renamed, use 'max_length'"]
     assert not out.exists()
+
+
+def test_liger_kernels_without_the_package_are_refused_before_loading(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real_find_spec(name, *a))
+    recipe = parse_recipe(write(tmp_path, "model_name_or_path: m\nuse_liger_kernel: true\n"), check_device=False)
+    with pytest.raises(UserError, match=r'use_liger_kernel: true needs liger-kernel: pip install -e "\.\[liger\]"'):
+        check_for_training(recipe)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 
 from conftest import REPO, logged_losses, run_script, train_demo
 
@@ -40,7 +41,7 @@ def test_every_checkpoint_carries_the_template(demo_run):
 
 def test_rerun_from_saved_recipe_logs_identical_losses(demo_run, tmp_path):
     rerun = tmp_path / "rerun"
-    result = run_script("python", "scripts/sft.py", str(demo_run / "recipe.yaml"), "--output_dir", str(rerun))
+    result = run_script(sys.executable, "scripts/sft.py", str(demo_run / "recipe.yaml"), "--output_dir", str(rerun))
     assert result.returncode == 0, result.stderr[-2000:]
     assert logged_losses(rerun) == logged_losses(demo_run)
     assert len(logged_losses(rerun)) >= 5
@@ -87,7 +88,7 @@ def test_missing_dataset_file_is_one_line(tmp_path):
 def test_preview_json_matches_training_tokenization(demo_tokenizer):
     from eeve_sft.data import tokenize_conversation
 
-    result = run_script("python", "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"), "--num", "3", "--json")
+    result = run_script(sys.executable, "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"), "--num", "3", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 3
@@ -97,6 +98,6 @@ def test_preview_json_matches_training_tokenization(demo_tokenizer):
 
 
 def test_preview_marks_trained_text(tmp_path):
-    result = run_script("python", "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"), "--num", "1")
+    result = run_script(sys.executable, "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"), "--num", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Human: " in result.stdout and "Assistant:⟦" in result.stdout and "<|im_end|>⟧" in result.stdout

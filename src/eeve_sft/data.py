@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+SPLIT_FILE_FORMATS = {".jsonl", ".parquet"}  # in a dataset directory; .json files there are metadata
 
 
 def _looks_local(name: str) -> bool:
@@ -32,16 +33,17 @@ def _looks_local(name: str) -> bool:
 def load_splits(dataset_name: str, dataset_config: str | None = None) -> DatasetDict:
     """Load a Hub dataset id, a local JSON/JSONL/Parquet file, or a directory of split files.
 
-    A directory (the output of ``data_prep/build_dataset.py``) gives one split per file:
-    ``train.jsonl`` becomes ``train``, ``eval.jsonl`` becomes ``eval``.
+    A directory (the output of ``data_prep/build_dataset.py``) gives one split per ``.jsonl`` or ``.parquet``
+    file: ``train.jsonl`` becomes ``train``, ``eval.jsonl`` becomes ``eval``. Other files there (``stats.json``,
+    ``data_card.md``) are metadata and are not read.
     """
     if not dataset_name:
         raise UserError("no dataset_name given: set it in the recipe or pass --dataset_name")
     path = Path(dataset_name).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in LOCAL_FORMATS)
+        files = sorted(p for p in path.iterdir() if p.suffix in SPLIT_FILE_FORMATS)
         if not files:
-            raise UserError(f"dataset directory {path} holds no .jsonl, .json or .parquet files")
+            raise UserError(f"dataset directory {path} holds no .jsonl or .parquet split files")
         kinds = {LOCAL_FORMATS[p.suffix] for p in files}
         if len(kinds) > 1:
             raise UserError(f"dataset directory {path} mixes JSON and Parquet files; keep one format")

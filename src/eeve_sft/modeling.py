@@ -59,3 +59,22 @@ def model_init_kwargs(recipe: Recipe) -> dict:
     }
     kwargs.update(training.model_init_kwargs or {})
     return kwargs
+
+
+def skip_redundant_lora_input_casts(model) -> int:
+    """Stop PEFT from copying every LoRA input to fp32 when training runs under bf16 autocast.
+
+    PEFT keeps the adapters of a bf16 model in fp32 and casts each adapter's input to fp32 first; under bf16
+    autocast the adapter matmuls run in bf16 anyway, so the cast is a full-size copy per projection per layer
+    (336 on EEVE) and nothing else. The GPU benchmark measures the saving and checks the loss is unchanged.
+    Only call this when autocast is on (``bf16: true``): without it a bf16 input would meet fp32 weights.
+    Returns how many LoRA layers were changed.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and getattr(module, "cast_input_dtype_enabled", True):
+            module.cast_input_dtype_enabled = False
+            changed += 1
+    return changed

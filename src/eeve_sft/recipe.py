@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import difflib
 import enum
+import importlib.util
 import os
 import types
 import typing
@@ -303,6 +304,8 @@ def check_for_training(recipe: Recipe) -> None:
         raise UserError("chat_template_path is not used: the EEVE template is fixed; change its system line with system_prompt")
     if training.packing and training.max_length is None:
         raise UserError("packing needs max_length")
+    if training.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        raise UserError('use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false')
     if project.early_stopping_patience is not None:
         if project.early_stopping_patience < 1:
             raise UserError("early_stopping_patience must be at least 1")

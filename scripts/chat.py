@@ -1,0 +1,56 @@
+"""Chat with EEVE: the base model, a LoRA adapter from a training run, or a merged model.
+
+    python scripts/chat.py [--model-path PATH] [--load-in-4bit] [--prompt TEXT]
+
+PATH is OUTPUT_DIR/final, OUTPUT_DIR/checkpoint-N, a merged model directory, or a Hub id (default: the
+base model yanolja/EEVE-Korean-Instruct-10.8B-v1.0). An adapter names its base model and carries the template.
+Without --prompt it is an interactive multi-turn chat (/reset starts over, /exit quits); with --prompt it
+prints one answer and exits.
+"""
+
+import argparse
+import sys
+from dataclasses import asdict
+
+from eeve_sft.errors import UserError, run_cli
+from eeve_sft.inference import SamplingConfig, chat_loop, generate, load_for_inference
+
+DEFAULTS = SamplingConfig()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", help="adapter, merged model or Hub id (default: the EEVE base model)")
+    parser.add_argument("--load-in-4bit", action="store_true", help="load the weights in NF4 (needs a CUDA GPU)")
+    parser.add_argument("--prompt", help="answer this one message and exit")
+    parser.add_argument("--system", help="system prompt (default: the one saved in the template)")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
+    parser.add_argument("--top-p", type=float, default=DEFAULTS.top_p)
+    parser.add_argument("--top-k", type=int, default=DEFAULTS.top_k)
+    parser.add_argument("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty)
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    parser.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    sampling = SamplingConfig(
+        max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, temperature=args.temperature,
+        top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed,
+    )
+    if args.prompt is not None and not args.prompt.strip():
+        raise UserError("--prompt is empty")
+    model, tokenizer = load_for_inference(args.model_path, load_in_4bit=args.load_in_4bit, device=args.device)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    if args.prompt is not None:
+        messages = [*system, {"role": "user", "content": args.prompt}]
+        print(generate(model, tokenizer, messages, **asdict(sampling)))
+        return
+    chat_loop(model, tokenizer, sampling, system_prompt=args.system)
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(sys.argv[1:]))

@@ -1,0 +1,408 @@
+"""Load a base model, a LoRA adapter or a merged model and generate EEVE answers: one turn, a batch, or a chat.
+
+What a path holds decides how it loads: a directory with ``adapter_config.json`` is a PEFT adapter whose base
+model is named in that file; a directory with ``config.json`` is a full (merged) model; anything else that looks
+like ``org/name`` is a Hub id. The prompt always comes from the tokenizer's chat template (see
+:mod:`eeve_sft.template`), and generation stops on every id of :func:`~eeve_sft.template.stop_token_ids`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextStreamer, set_seed
+
+from .errors import UserError
+from .template import apply_eeve_template, encode_prompt, stop_token_ids
+
+DEFAULT_BASE_MODEL = "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
+PAD_TOKEN = "</s>"
+
+# org/name or name, as the Hub spells ids; anything else (absolute, ./, ../, deeper paths) is a local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Decoding settings. The defaults are the original chat script's; `do_sample=False` is greedy."""
+
+    max_new_tokens: int = 512
+    do_sample: bool = True
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            raise UserError(f"temperature must be above 0 when sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise UserError(f"top_k must be 0 (off) or more, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise UserError(f"repetition_penalty must be above 0, got {self.repetition_penalty}")
+
+    @classmethod
+    def from_kwargs(cls, **overrides) -> SamplingConfig:
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
+        return cls(**overrides)
+
+    def generation_config(self, tokenizer) -> GenerationConfig:
+        """A complete GenerationConfig, so the model's own saved defaults never leak into a run."""
+        stops = eos_token_ids(tokenizer)
+        common = dict(
+            max_new_tokens=self.max_new_tokens,
+            repetition_penalty=self.repetition_penalty,
+            eos_token_id=stops,
+            pad_token_id=pad_token_id(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+        )
+        if not self.do_sample:
+            return GenerationConfig(do_sample=False, **common)
+        return GenerationConfig(
+            do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, **common
+        )
+
+
+@dataclass
+class GenerationResult:
+    """One answer: its text, whether it ended on a stop token, and how many tokens it took (stop excluded)."""
+
+    text: str
+    stopped_on_eos: bool
+    new_tokens: int
+
+    @property
+    def hit_length_limit(self) -> bool:
+        return not self.stopped_on_eos
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from. `kind` is ``adapter`` (LoRA on `base`) or ``model`` (full weights at `path`)."""
+
+    given: str
+    kind: str
+    path: str
+    base: str | None = None
+
+    @property
+    def weights(self) -> str:
+        """What `from_pretrained` loads the full weights from."""
+        return self.base if self.kind == "adapter" else self.path
+
+
+def looks_like_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.fullmatch(name)) and ".." not in name
+
+
+def resolve_base_model(adapter_dir: Path, base: str) -> str:
+    """Find the base model an adapter names: as given (cwd), then under each parent of the adapter, then the Hub.
+
+    Training writes the base path exactly as the recipe gave it, often relative to the repository root, so a
+    run directory moved or read from elsewhere still finds its base through the adapter's parents.
+    """
+    candidate = Path(base).expanduser()
+    if candidate.is_dir():
+        return str(candidate)
+    if not candidate.is_absolute():
+        for parent in adapter_dir.resolve().parents:
+            if (parent / candidate).is_dir():
+                return str(parent / candidate)
+        if looks_like_hub_id(base):
+            return base
+    raise UserError(
+        f"adapter {adapter_dir}: base model '{base}' not found (looked for it as given, "
+        f"under the adapter's parent directories, and it is not a Hub id)"
+    )
+
+
+def resolve_model_source(model_path: str | Path | None) -> ModelSource:
+    """Decide what `model_path` is without loading weights; raise UserError when it is none of the three."""
+    given = str(model_path) if model_path is not None else DEFAULT_BASE_MODEL
+    path = Path(given).expanduser()
+    if path.exists():
+        if (path / "adapter_config.json").is_file():
+            try:
+                from peft import PeftConfig
+
+                base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+            except (ValueError, OSError, TypeError) as err:
+                raise UserError(f"{path}: unreadable adapter_config.json ({err})") from None
+            if not base:
+                raise UserError(f"adapter {path}: adapter_config.json names no base_model_name_or_path")
+            return ModelSource(given, "adapter", str(path), resolve_base_model(path, base))
+        if (path / "config.json").is_file():
+            return ModelSource(given, "model", str(path))
+        raise UserError(f"{path} is not a model or adapter: it has no adapter_config.json or config.json")
+    if looks_like_hub_id(given):
+        return ModelSource(given, "model", given)
+    raise UserError(f"model path not found: {given}")
+
+
+def pad_token_id(tokenizer) -> int:
+    """The padding id: ``</s>``, never the eos token, so padding is never read as the end of an answer."""
+    pad = tokenizer.pad_token_id
+    if pad is None or pad == tokenizer.eos_token_id:
+        pad = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    if pad is None or pad == tokenizer.unk_token_id:
+        raise UserError(f"tokenizer has no pad token and no '{PAD_TOKEN}' to pad with")
+    return pad
+
+
+def eos_token_ids(tokenizer) -> list[int]:
+    """Stop ids with the tokenizer's eos first (``[<|im_end|>, </s>]`` for EEVE), the order serving stacks expect."""
+    stops = stop_token_ids(tokenizer)
+    return [tokenizer.eos_token_id] + [i for i in stops if i != tokenizer.eos_token_id]
+
+
+def align_generation_config(model, tokenizer) -> None:
+    """Make the model's saved generation defaults stop on every stop id and pad with ``</s>``."""
+    config = model.generation_config
+    config.eos_token_id = eos_token_ids(tokenizer)
+    config.pad_token_id = pad_token_id(tokenizer)
+    config.bos_token_id = tokenizer.bos_token_id
+
+
+def load_saved_tokenizer(source: ModelSource):
+    """The tokenizer saved with the adapter or model (it carries the template), else the base model's.
+
+    The Hub release of the base model predates the project's template, and a directory saved without a
+    template has nothing better to go by: both get the EEVE template.
+    """
+    tokenizer_dir = source.path
+    if source.kind == "adapter" and not (Path(source.path) / "tokenizer_config.json").is_file():
+        tokenizer_dir = source.base
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load the tokenizer of {source.given} from '{tokenizer_dir}': {first}") from None
+    if tokenizer.chat_template is None or not Path(tokenizer_dir).is_dir():
+        apply_eeve_template(tokenizer)
+    return tokenizer
+
+
+def load_tokenizer(source: ModelSource):
+    """The saved tokenizer, set up for batched generation: left padding with ``</s>``."""
+    tokenizer = load_saved_tokenizer(source)
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_token_id(tokenizer))
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def dtype_for(device: str) -> torch.dtype:
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def quantization_config():
+    """QLoRA's NF4 settings: 4-bit NormalFloat weights, double quantisation, bf16 compute."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def load_base_weights(source: ModelSource, dtype: torch.dtype, quantization=None, device_map=None):
+    """`from_pretrained` on the full weights, with a load failure reported as one line naming the model."""
+    kwargs = {"dtype": dtype}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        return AutoModelForCausalLM.from_pretrained(source.weights, **kwargs)
+    except (OSError, ValueError) as err:
+        what = f"base model '{source.base}' of adapter {source.path}" if source.kind == "adapter" else source.path
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load {what}: {first}") from None
+
+
+def attach_adapter(model, source: ModelSource):
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, source.path)
+    except (OSError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load adapter {source.path} onto '{source.base}': {first}") from None
+
+
+def load_for_inference(
+    model_path: str | Path | None = None, load_in_4bit: bool = False, device: str | None = None
+):
+    """Load `model_path` (adapter, merged model or Hub id; None = the EEVE base) ready to generate.
+
+    Returns ``(model, tokenizer)``: the model in eval mode on `device` (cuda when there is one, else cpu;
+    bf16 on cuda, fp32 on cpu), the tokenizer padding left with ``</s>``, and the generation config stopping
+    on every stop id.
+    """
+    device = device or default_device()
+    if load_in_4bit and not (str(device).startswith("cuda") and torch.cuda.is_available()):
+        raise UserError("--load-in-4bit needs a CUDA GPU (bitsandbytes NF4); none is available here")
+    source = resolve_model_source(model_path)
+    tokenizer = load_tokenizer(source)
+    if load_in_4bit:
+        index = torch.device(device).index or 0
+        model = load_base_weights(source, torch.bfloat16, quantization_config(), device_map={"": index})
+    else:
+        model = load_base_weights(source, dtype_for(device))
+    if source.kind == "adapter":
+        model = attach_adapter(model, source)
+    if not load_in_4bit:
+        model.to(device)
+    model.eval()
+    align_generation_config(model, tokenizer)
+    return model, tokenizer
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _answer(tokenizer, new_ids: list[int], stops: set[int]) -> GenerationResult:
+    end = next((i for i, tok in enumerate(new_ids) if tok in stops), None)
+    answer_ids = new_ids if end is None else new_ids[:end]
+    text = tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
+    return GenerationResult(text=text, stopped_on_eos=end is not None, new_tokens=len(answer_ids))
+
+
+@torch.inference_mode()
+def generate_batch(
+    model, tokenizer, conversations: list[list[dict]], batch_size: int = 8, **sampling
+) -> list[GenerationResult]:
+    """Answer each conversation (a message list ending with a user turn), `batch_size` at a time.
+
+    Prompts are left-padded with ``</s>`` and masked out, so a prompt's answer does not depend on its
+    neighbours under greedy decoding. Results come back in the order of `conversations`.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    config = SamplingConfig.from_kwargs(**sampling)
+    generation_config = config.generation_config(tokenizer)
+    if config.seed is not None:
+        set_seed(config.seed)
+    prompts = [encode_prompt(tokenizer, messages) for messages in conversations]
+    pad = pad_token_id(tokenizer)
+    stops = set(stop_token_ids(tokenizer))
+    device = _model_device(model)
+    # Longest first: similar lengths share a batch, so little compute goes to padding.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    results: list[GenerationResult | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in chunk)
+        input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk], device=device)
+        attention_mask = torch.tensor(
+            [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk], device=device
+        )
+        output = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
+        )
+        for row, index in enumerate(chunk):
+            results[index] = _answer(tokenizer, output[row, width:].tolist(), stops)
+    return results  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, messages: list[dict], streamer=None, **sampling) -> str:
+    """Answer one conversation; `streamer` (e.g. :class:`AnswerStreamer`) receives tokens as they come."""
+    config = SamplingConfig.from_kwargs(**sampling)
+    if config.seed is not None:
+        set_seed(config.seed)
+    prompt = encode_prompt(tokenizer, messages)
+    input_ids = torch.tensor([prompt], device=_model_device(model))
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        generation_config=config.generation_config(tokenizer),
+        streamer=streamer,
+    )
+    return _answer(tokenizer, output[0, len(prompt) :].tolist(), set(stop_token_ids(tokenizer))).text
+
+
+class AnswerStreamer(TextStreamer):
+    """Prints an answer as it is generated, without the space the template puts before it."""
+
+    def __init__(self, tokenizer, out: TextIO | None = None):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.out = out
+        self._started = False
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        out = self.out or sys.stdout
+        if not self._started:
+            text = text.lstrip()
+            self._started = bool(text)
+        out.write(text)
+        if stream_end:
+            out.write("\n")
+            self._started = False
+        out.flush()
+
+
+CHAT_HELP = "Type a message. /reset starts a new conversation, /exit quits."
+
+
+def chat_loop(
+    model,
+    tokenizer,
+    sampling: SamplingConfig,
+    system_prompt: str | None = None,
+    read: Callable[[str], str] = input,
+    out: TextIO | None = None,
+) -> list[dict]:
+    """Interactive multi-turn chat; returns the conversation as it stood at exit.
+
+    History is re-rendered through the template every turn, so the model sees exactly what training showed it.
+    """
+    out = out or sys.stdout
+    start = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages = list(start)
+    print(CHAT_HELP, file=out, flush=True)
+    while True:
+        try:
+            line = read("\n사용자> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=out)
+            return messages
+        if not line:
+            continue
+        if line == "/exit":
+            return messages
+        if line == "/reset":
+            messages = list(start)
+            print("(new conversation)", file=out, flush=True)
+            continue
+        messages.append({"role": "user", "content": line})
+        out.write("EEVE> ")
+        out.flush()
+        try:
+            answer = generate(
+                model, tokenizer, messages, streamer=AnswerStreamer(tokenizer, out), **asdict(sampling)
+            )
+        except KeyboardInterrupt:  # stop this answer, keep the chat
+            messages.pop()
+            print("\n(interrupted)", file=out, flush=True)
+            continue
+        messages.append({"role": "assistant", "content": answer})

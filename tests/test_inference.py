@@ -1,0 +1,241 @@
+"""Loading adapters and models for inference, batched and streamed generation, and the chat CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DEMO_MODEL, REPO, run_script
+from eeve_sft import inference
+from eeve_sft.errors import UserError, run_cli
+from eeve_sft.inference import (
+    DEFAULT_BASE_MODEL,
+    AnswerStreamer,
+    SamplingConfig,
+    chat_loop,
+    generate,
+    generate_batch,
+    load_for_inference,
+    resolve_model_source,
+)
+
+EOS, PAD = 2048, 2  # the demo model's <|im_end|> and </s>
+QUESTIONS = [
+    [{"role": "user", "content": "오늘 저녁 뭐 먹을지 추천 좀 해줘"}],
+    [{"role": "user", "content": "안녕"}],
+    [{"role": "system", "content": "항상 존댓말로 답하세요."},
+     {"role": "user", "content": "비 오는 날엔 뭐 하고 노는 게 좋을까? 길게 말해 줘"}],
+]
+GREEDY = {"do_sample": False, "max_new_tokens": 10}
+
+
+def make_adapter(directory: Path, base: str = "assets/demo-model") -> Path:
+    """A LoRA adapter on the demo model with random (non-zero) weights, saved the way training saves one."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False,
+                      task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, lora)
+    peft_model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(DEMO_MODEL).save_pretrained(directory)
+    config = json.loads((directory / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base  # as a recipe gives it: relative to the repository root
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory) -> Path:
+    return make_adapter(tmp_path_factory.mktemp("run") / "final")
+
+
+@pytest.fixture(scope="module")
+def loaded(adapter):
+    return load_for_inference(adapter, device="cpu")
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cli_error(capsys, script: str, argv: list[str]) -> str:
+    """Run a script's main in-process as its __main__ does; return its single stderr line (exit status 2)."""
+    main = load_script(script).main
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(argv))
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_sources(adapter, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    source = resolve_model_source(adapter)
+    assert (source.kind, source.base) == ("adapter", "assets/demo-model")
+    assert resolve_model_source(DEMO_MODEL).kind == "model"
+    assert resolve_model_source(None) == inference.ModelSource(DEFAULT_BASE_MODEL, "model", DEFAULT_BASE_MODEL)
+
+    # From elsewhere, the relative base is found under the adapter's parent directories.
+    repo = tmp_path / "checkout"
+    (repo / "assets").mkdir(parents=True)
+    (repo / "assets" / "demo-model").symlink_to(DEMO_MODEL)
+    moved = make_adapter(repo / "outputs" / "run" / "final")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_source(moved).base == str(repo / "assets" / "demo-model")
+
+
+def test_loaded_model_stops_on_every_stop_id_and_pads_with_s(loaded):
+    model, tokenizer = loaded
+    assert model.generation_config.eos_token_id == [EOS, PAD]
+    assert (tokenizer.pad_token_id, tokenizer.padding_side) == (PAD, "left")
+    assert not model.training and model.dtype == torch.float32
+    assert type(model).__name__ == "PeftModelForCausalLM"  # the adapter is attached, not ignored
+
+
+def test_batch_is_left_padded_and_matches_one_by_one(loaded, monkeypatch):
+    model, tokenizer = loaded
+    seen = []
+    real_generate = model.generate
+
+    def spy(**kwargs):
+        seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    batched = generate_batch(model, tokenizer, QUESTIONS, batch_size=3, **GREEDY)
+    ids, mask = seen[0]
+    short = int(mask.sum(1).argmin())
+    padding = int((mask[short] == 0).sum())
+    assert padding > 0 and mask[short, :padding].eq(0).all() and ids[short, :padding].eq(PAD).all()
+    assert ids[short, padding] == tokenizer.bos_token_id  # the prompt follows the padding: left padding
+
+    one_by_one = [generate_batch(model, tokenizer, [q], **GREEDY)[0] for q in QUESTIONS]
+    assert batched == one_by_one  # padding changes nothing under greedy decoding
+    assert [r.text for r in batched] == [generate(model, tokenizer, q, **GREEDY) for q in QUESTIONS]
+    assert all(r.new_tokens == 10 and r.hit_length_limit for r in batched)  # random weights never stop
+
+
+@pytest.mark.parametrize("stop_id", [EOS, PAD])
+def test_generation_stops_on_each_stop_id(adapter, stop_id):
+    model, tokenizer = load_for_inference(adapter, device="cpu")
+    head = model.base_model.model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    biased.weight.data.copy_(head.weight.data)
+    biased.bias.data.zero_()
+    biased.bias.data[stop_id] = 1e4  # the model's first token is always this stop id
+    model.base_model.model.lm_head = biased
+    [result] = generate_batch(model, tokenizer, QUESTIONS[:1], **GREEDY)
+    assert result.stopped_on_eos and result.new_tokens == 0 and result.text == ""
+
+
+def test_answer_is_cut_at_the_first_stop_and_stripped(loaded):
+    _, tokenizer = loaded
+    words = tokenizer.encode(" 네 좋아요", add_special_tokens=False)
+    result = inference._answer(tokenizer, [*words, EOS, *words, PAD], {EOS, PAD})
+    assert (result.text, result.stopped_on_eos, result.new_tokens) == ("네 좋아요", True, len(words))
+    assert inference._answer(tokenizer, words, {EOS, PAD}).hit_length_limit
+
+
+def test_sampling_is_reproducible_with_a_seed(loaded):
+    model, tokenizer = loaded
+    sampled = [generate(model, tokenizer, QUESTIONS[0], max_new_tokens=12, seed=7, temperature=1.5) for _ in range(2)]
+    assert sampled[0] == sampled[1]
+    config = SamplingConfig(do_sample=False).generation_config(tokenizer)
+    assert not config.do_sample and config.temperature is None  # greedy carries no sampling knobs
+    defaults = SamplingConfig().generation_config(tokenizer)
+    assert (defaults.temperature, defaults.top_p, defaults.top_k, defaults.repetition_penalty,
+            defaults.max_new_tokens) == (0.7, 0.9, 50, 1.1, 512)
+    with pytest.raises(UserError, match="top_p"):
+        SamplingConfig(top_p=0)
+
+
+def test_streamer_prints_the_answer_without_the_leading_space(loaded):
+    model, tokenizer = loaded
+    out = io.StringIO()
+    answer = generate(model, tokenizer, QUESTIONS[0], streamer=AnswerStreamer(tokenizer, out), **GREEDY)
+    assert out.getvalue() == answer + "\n"
+
+    out = io.StringIO()
+    streamer = AnswerStreamer(tokenizer, out)
+    streamer.on_finalized_text(" 네,")
+    streamer.on_finalized_text(" 알겠습니다.", stream_end=True)
+    assert out.getvalue() == "네, 알겠습니다.\n"
+
+
+def test_chat_keeps_history_resets_and_exits(loaded, monkeypatch):
+    model, tokenizer = loaded
+    calls = []
+    real = inference.generate
+
+    def recording(model_, tokenizer_, messages, **kwargs):
+        calls.append([m["content"] for m in messages])
+        return real(model_, tokenizer_, messages, **kwargs)
+
+    monkeypatch.setattr(inference, "generate", recording)
+    lines = iter(["밥 먹었어?", "", "뭐 먹었어?", "/reset", "안녕", "/exit", "never read"])
+    out = io.StringIO()
+    final = chat_loop(model, tokenizer, SamplingConfig(max_new_tokens=4, do_sample=False), system_prompt="존댓말로.",
+                      read=lambda _: next(lines), out=out)
+    assert calls[0] == ["존댓말로.", "밥 먹었어?"]
+    assert calls[1][:2] == ["존댓말로.", "밥 먹었어?"] and calls[1][3] == "뭐 먹었어?" and len(calls[1]) == 4
+    assert calls[2] == ["존댓말로.", "안녕"]  # /reset dropped the earlier turns, kept the system prompt
+    assert [m["role"] for m in final] == ["system", "user", "assistant"]
+    assert out.getvalue().count("EEVE> ") == 3 and "(new conversation)" in out.getvalue()
+
+    lines = iter(["안녕"])  # end of input (Ctrl-D) ends the chat too
+
+    def read(_):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    assert len(chat_loop(model, tokenizer, SamplingConfig(max_new_tokens=2), read=read, out=io.StringIO())) == 2
+
+
+def test_chat_cli_answers_one_prompt(demo_run):
+    model, tokenizer = load_for_inference(demo_run / "final", device="cpu")
+    question = [{"role": "user", "content": "밥 먹었어?"}]
+    expected = generate(model, tokenizer, question, max_new_tokens=8, do_sample=False)
+    result = run_script(sys.executable, "scripts/chat.py", "--model-path", str(demo_run / "final"),
+                        "--prompt", "밥 먹었어?", "--greedy", "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected + "\n"
+
+
+def test_chat_cli_bad_input(capsys, tmp_path, adapter):
+    not_a_model = tmp_path / "notes"
+    not_a_model.mkdir()
+    (not_a_model / "readme.txt").write_text("hello")
+    assert "is not a model or adapter" in cli_error(capsys, "chat", ["--model-path", str(not_a_model), "--prompt", "x"])
+    missing = str(tmp_path / "outputs" / "run" / "final")
+    line = cli_error(capsys, "chat", ["--model-path", missing, "--prompt", "x"])
+    assert line == f"error: model path not found: {missing}"
+
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (orphan / name).write_bytes((adapter / name).read_bytes())
+    config = json.loads((orphan / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "/models/gone/eeve"
+    (orphan / "adapter_config.json").write_text(json.dumps(config))
+    line = cli_error(capsys, "chat", ["--model-path", str(orphan), "--prompt", "x"])
+    assert "base model '/models/gone/eeve' not found" in line
+
+    if not torch.cuda.is_available():
+        line = cli_error(capsys, "chat", ["--model-path", str(adapter), "--load-in-4bit", "--prompt", "x"])
+        assert "needs a CUDA GPU" in line
+    assert cli_error(capsys, "chat", ["--model-path", str(adapter), "--prompt", "  "]) == "error: --prompt is empty"
