@@ -30,7 +30,8 @@ def test_every_shipped_recipe_parses_and_passes_training_checks(path, monkeypatc
     import importlib.machinery
     import importlib.util
 
-    # The GPU recipes use Liger kernels, an extra that CPU installs leave out: pretend it is there.
+    # The GPU recipes use flex attention and Liger kernels: pretend to be a GPU machine with the liger extra.
+    monkeypatch.setattr("eeve_sft.recipe.gpu_available", lambda: True)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: importlib.machinery.ModuleSpec(name, None)
                         if name == "liger_kernel" else real_find_spec(name, *a))
@@ -147,3 +148,14 @@ def test_liger_kernels_without_the_package_are_refused_before_loading(tmp_path, 
     recipe = parse_recipe(write(tmp_path, "model_name_or_path: m\nuse_liger_kernel: true\n"), check_device=False)
     with pytest.raises(UserError, match=r'use_liger_kernel: true needs liger-kernel: pip install -e "\.\[liger\]"'):
         check_for_training(recipe)
+
+
+def test_flex_attention_is_refused_on_cpu_before_loading(tmp_path, monkeypatch):
+    text = "model_name_or_path: m\nattn_implementation: flex_attention\n"
+    monkeypatch.setattr("eeve_sft.recipe.gpu_available", lambda: False)
+    with pytest.raises(UserError, match="flex_attention trains only on a GPU"):
+        check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
+    monkeypatch.setattr("eeve_sft.recipe.gpu_available", lambda: True)
+    check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
+    with pytest.raises(UserError, match="flex_attention trains only on a GPU"):
+        check_for_training(parse_recipe(write(tmp_path, text + "use_cpu: true\n"), check_device=False))

@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
@@ -293,6 +294,10 @@ def dump_recipe(resolved: dict) -> str:
     return yaml.safe_dump(resolved, sort_keys=True, allow_unicode=True, default_flow_style=False)
 
 
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
 def check_for_training(recipe: Recipe) -> None:
     """Checks across keys that TRL leaves to fail late (after the model has loaded) or never."""
     model, training, project = recipe.model, recipe.training, recipe.project
@@ -304,6 +309,8 @@ def check_for_training(recipe: Recipe) -> None:
         raise UserError("chat_template_path is not used: the EEVE template is fixed; change its system line with system_prompt")
     if training.packing and training.max_length is None:
         raise UserError("packing needs max_length")
+    if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):
+        raise UserError("attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa")
     if training.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
         raise UserError('use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false')
     if project.early_stopping_patience is not None:

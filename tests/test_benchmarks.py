@@ -1,0 +1,38 @@
+"""The training-speed tables in benchmarks/RESULTS.md come from the stored result files, and the check can fail."""
+
+import copy
+import importlib.util
+import sys
+
+from conftest import REPO
+
+WORK = REPO / "benchmarks/results/train_speed"
+
+
+def bench_module():
+    spec = importlib.util.spec_from_file_location("bench_train", REPO / "benchmarks/bench_train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_train", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_md_tables_are_generated_from_the_stored_results():
+    bench = bench_module()
+    results = bench.load_results(WORK)
+    assert {"q_padded", "q_default", "b_padded", "b_fast", "b_fast_repeat"} <= set(results)
+    block = bench.generated_block(results, "2026-11-25")
+    assert block in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
+
+
+def test_the_fixed_batch_check_fails_on_changed_loss_or_labels():
+    bench = bench_module()
+    results = bench.load_results(WORK)
+    fast, padded = results["q_default"], results["q_padded"]
+    assert bench.compare(fast, padded)["pass"]
+    off_loss = copy.deepcopy(fast)
+    off_loss["check"]["loss"] *= 1.01
+    assert not bench.compare(off_loss, padded)["pass"]
+    other_labels = copy.deepcopy(fast)
+    other_labels["check"]["trained_tokens"] -= 1
+    assert not bench.compare(other_labels, padded)["pass"]
