@@ -1,9 +1,11 @@
 """How `dataset_name` is read: local files, split directories (the output of data_prep/), and the errors."""
 
 import json
+import sys
 
 import pytest
 
+from conftest import REPO, run_script
 from eeve_sft.data import load_splits
 from eeve_sft.errors import UserError
 
@@ -55,3 +57,12 @@ def test_an_unreadable_jsonl_file_is_one_error(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"messages": [\n', encoding="utf-8")
     with pytest.raises(UserError, match="cannot read"):
         load_splits(str(tmp_path))
+
+
+def test_a_name_that_is_neither_local_nor_on_the_hub_is_one_line():
+    result = run_script(sys.executable, "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"),
+                        "--dataset_name", "data/not_built_yet")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: dataset 'data/not_built_yet' is not a local file or directory and cannot be loaded from the Hub: ")

@@ -54,7 +54,13 @@ def load_splits(dataset_name: str, dataset_config: str | None = None) -> Dataset
         if path.suffix not in LOCAL_FORMATS:
             raise UserError(f"dataset file {path} must end in .jsonl, .json or .parquet")
         return _load_local(LOCAL_FORMATS[path.suffix], {"train": str(path)}, path)
-    return load_dataset(dataset_name, name=dataset_config)
+    try:
+        return load_dataset(dataset_name, name=dataset_config)
+    except (OSError, ValueError) as err:  # ConnectionError and DatasetNotFoundError are OSErrors
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"dataset '{dataset_name}' is not a local file or directory and cannot be loaded from the Hub: {reason}"
+        ) from None
 
 
 def _load_local(kind: str, files: dict[str, str], where: Path) -> DatasetDict:
