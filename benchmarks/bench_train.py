@@ -462,12 +462,22 @@ def compare(result: dict, reference: dict | None) -> dict | None:
     return out
 
 
+PADDED = {"qlora": "q_padded", "bf16": "b_padded"}  # the reference variant of each family
+
+
+def check_against_padded(results: dict, r: dict) -> dict | None:
+    """:func:`compare` of `r` with the padded variant of its family; None where either has no result to compare."""
+    ref = results.get(PADDED.get(r.get("family"), ""))
+    if r.get("status") != "ok" or ref is None or ref is r or ref.get("status") != "ok":
+        return None
+    return compare(r, ref)
+
+
 def _f(x, fmt):
     return "–" if x is None else format(x, fmt)
 
 
 def report_table(results: dict, short: bool = False) -> str:
-    refs = {"qlora": results.get("q_padded"), "bf16": results.get("b_padded")}
     lines = [
         "| variant | setup | tokens/s (non-pad) | trained tokens/s | s/step | tokens/step | peak alloc GiB "
         "| peak reserved GiB | 100K×2 epochs (h) | check vs padded |",
@@ -477,14 +487,13 @@ def report_table(results: dict, short: bool = False) -> str:
         if r["status"] != "ok":
             lines.append(f"| `{name}` | {r['label']} | {r['error']} | | | | | | | |")
             continue
-        ref = refs.get(r["family"])
-        if ref is r or ref is None or ref.get("status") != "ok":
-            check = "reference" if ref is r else "–"
+        if PADDED.get(r["family"]) == name:
+            check = "reference"
+        elif (c := check_against_padded(results, r)) is None:
+            check = "–"
         else:
-            c = compare(r, ref)
-            check = "–" if c is None else (
-                f"{'PASS' if c['pass'] else 'FAIL'} (Δloss {c['rel_loss_diff']:.1e} rel, "
-                f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens)")
+            check = (f"{'PASS' if c['pass'] else 'FAIL'} (Δloss {c['rel_loss_diff']:.1e} rel, "
+                     f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens)")
         lines.append(
             f"| `{name}` | {r['label']} | {r['tokens_per_s']:,.0f} | {r['label_tokens_per_s']:,.0f} "
             f"| {r['s_per_step']:.2f} | {r['tokens_per_step']:,.0f} | {_f(r['peak_allocated_gib'], '.1f')} "
@@ -494,17 +503,13 @@ def report_table(results: dict, short: bool = False) -> str:
 
 
 def check_table(results: dict) -> str:
-    refs = {"qlora": results.get("q_padded"), "bf16": results.get("b_padded")}
     lines = [
         "| variant | loss | padded loss | rel. diff | trained tokens (variant / padded) | mean abs Δ log-prob "
         "| max abs Δ log-prob | leak control: rel. loss diff / mean abs Δ log-prob | result |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in results.items():
-        ref = refs.get(r.get("family"))
-        if r.get("status") != "ok" or ref is None or ref is r or ref.get("status") != "ok":
-            continue
-        c = compare(r, ref)
+        c = check_against_padded(results, r)
         if c is None:
             continue
         leak = (f"{c['leak_rel_loss_diff']:.1e} / {c['leak_mean_abs_logprob_diff']:.3f}"
@@ -523,9 +528,9 @@ BEGIN, END = "<!-- bench_train tables: begin -->", "<!-- bench_train tables: end
 
 def generated_block(results: dict, date: str) -> str:
     """Date, device, versions, method and both tables: the part of RESULTS.md that `report --write` rewrites."""
-    env = next((r["env"] for r in results.values() if r.get("status") == "ok"), {})
-    mean = next((r["data_mean_tokens"] for r in results.values() if r.get("status") == "ok"), None)
-    trained = next((r["data_mean_trained_tokens"] for r in results.values() if r.get("status") == "ok"), None)
+    first_ok = next((r for r in results.values() if r.get("status") == "ok"), {})
+    env = first_ok.get("env", {})
+    mean, trained = first_ok.get("data_mean_tokens"), first_ok.get("data_mean_trained_tokens")
     checked = next((r["check"]["trained_tokens"] for r in results.values() if r.get("check")), "?")
     versions = ", ".join(f"{k} {env.get(k)}" for k in
                          ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel"))

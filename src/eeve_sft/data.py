@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, DatasetDict, load_dataset
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .template import ROLES
 
 logger = logging.getLogger(__name__)
@@ -57,10 +57,8 @@ def load_splits(dataset_name: str, dataset_config: str | None = None) -> Dataset
     try:
         return load_dataset(dataset_name, name=dataset_config)
     except (OSError, ValueError) as err:  # ConnectionError and DatasetNotFoundError are OSErrors
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"dataset '{dataset_name}' is not a local file or directory and cannot be loaded from the Hub: {reason}"
-        ) from None
+        raise UserError(f"dataset '{dataset_name}' is not a local file or directory and cannot be loaded from the Hub: "
+                        f"{first_line(err)}") from None
 
 
 def _load_local(kind: str, files: dict[str, str], where: Path) -> DatasetDict:

@@ -15,7 +15,7 @@ import torch
 import yaml
 from transformers import GenerationConfig
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .inference import (
     DEFAULT_BASE_MODEL,
     SamplingConfig,
@@ -212,6 +212,5 @@ def push_to_hub(output_dir: str | Path, repo_id: str, adapter_path: str | Path, 
         api.upload_folder(repo_id=repo_id, folder_path=str(output_dir), repo_type="model",
                           commit_message="Upload merged EEVE 존댓말 model")
     except (HfHubHTTPError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"push to {repo_id} failed: {first}") from None
+        raise UserError(f"push to {repo_id} failed: {first_line(err)}") from None
     return str(url)

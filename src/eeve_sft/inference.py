@@ -18,7 +18,7 @@ from typing import TextIO
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextStreamer, set_seed
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .template import apply_eeve_template, encode_prompt, stop_token_ids
 
 DEFAULT_BASE_MODEL = "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
@@ -188,8 +188,9 @@ def load_saved_tokenizer(source: ModelSource):
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load the tokenizer of {source.given} from '{tokenizer_dir}': {first}") from None
+        raise UserError(
+            f"cannot load the tokenizer of {source.given} from '{tokenizer_dir}': {first_line(err)}"
+        ) from None
     if tokenizer.chat_template is None or not Path(tokenizer_dir).is_dir():
         apply_eeve_template(tokenizer)
     return tokenizer
@@ -234,8 +235,7 @@ def load_base_weights(source: ModelSource, dtype: torch.dtype, quantization=None
         return AutoModelForCausalLM.from_pretrained(source.weights, **kwargs)
     except (OSError, ValueError) as err:
         what = f"base model '{source.base}' of adapter {source.path}" if source.kind == "adapter" else source.path
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load {what}: {first}") from None
+        raise UserError(f"cannot load {what}: {first_line(err)}") from None
 
 
 def attach_adapter(model, source: ModelSource):
@@ -244,8 +244,7 @@ def attach_adapter(model, source: ModelSource):
     try:
         return PeftModel.from_pretrained(model, source.path)
     except (OSError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load adapter {source.path} onto '{source.base}': {first}") from None
+        raise UserError(f"cannot load adapter {source.path} onto '{source.base}': {first_line(err)}") from None
 
 
 def load_for_inference(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer, GenerationConfig
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .recipe import Recipe
 from .template import apply_eeve_template, stop_token_ids
 
@@ -17,7 +17,7 @@ def load_tokenizer(recipe: Recipe):
             model.model_name_or_path, revision=model.model_revision, trust_remote_code=training.trust_remote_code
         )
     except OSError as err:
-        raise UserError(f"cannot load a tokenizer from '{model.model_name_or_path}': {str(err).splitlines()[0]}") from None
+        raise UserError(f"cannot load a tokenizer from '{model.model_name_or_path}': {first_line(err)}") from None
     if not tokenizer.is_fast:
         raise UserError(f"'{model.model_name_or_path}' has no fast tokenizer (tokenizer.json); assistant masks need one")
     if training.eos_token:

@@ -23,7 +23,7 @@ import torch
 import yaml
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
-from .errors import UserError
+from .errors import UserError, first_line, yaml_problem
 
 BASE_KEY = "base_recipe"
 
@@ -129,10 +129,7 @@ def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise UserError(f"recipe {path} is not valid YAML{where}: {problem}") from None
+        raise UserError(f"recipe {path} is not valid YAML{yaml_problem(err)}") from None
     except UnicodeDecodeError:
         raise UserError(f"recipe {path} is not UTF-8 text") from None
     if data is None:
@@ -275,8 +272,7 @@ def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_dev
         try:
             obj = cls(**kwargs)
         except (ValueError, TypeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"recipe {path}: {first}") from None
+            raise UserError(f"recipe {path}: {first_line(err)}") from None
         for key, value in precision.items():
             setattr(obj, key, value)
         objects.append(obj)

@@ -19,7 +19,7 @@ from typing import Literal
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, yaml_problem
 
 FORMAT_BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 ROLES = ("system", "user", "assistant")
@@ -398,10 +398,7 @@ def parse_mix(text: str, mix_path: Path) -> Mix:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise MixError(f"not valid YAML{at}: {problem}") from None
+        raise MixError(f"not valid YAML{yaml_problem(err)}") from None
     if data is None:
         raise MixError("the file is empty; a mix needs at least 'sources'")
     mix = _build(Mix, data, "")
