@@ -54,6 +54,7 @@ class Variant:
     steps: int = 10  # optimizer steps in all
     warmup: int = 3  # steps left out of the timing (kernel compilation, allocator growth, paged optimizer setup)
     hooks: tuple = ()  # benchmark-only changes that no recipe key expresses (see apply_hooks)
+    env: dict = dataclasses.field(default_factory=dict)  # set in the worker before anything loads
 
 
 # The variants measured before scripts/sft.py skipped PEFT's fp32 copy of LoRA inputs keep that copy, so that a
@@ -61,13 +62,20 @@ class Variant:
 KEEP_CAST = ("fp32_lora_input_cast",)
 
 
-def _v(name, family, label, recipe, overrides=None, steps=10, warmup=3, hooks=KEEP_CAST):
-    return Variant(name, family, label, recipe, dict(overrides or {}), steps, warmup, tuple(hooks))
+def _v(name, family, label, recipe, overrides=None, steps=10, warmup=3, hooks=KEEP_CAST, env=None):
+    return Variant(name, family, label, recipe, dict(overrides or {}), steps, warmup, tuple(hooks), dict(env or {}))
 
 
 LIGER = {"use_liger_kernel": True}
 FLEX = {"attn_implementation": "flex_attention", "pad_to_multiple_of": 2048}  # fixed shapes: one flex compile
 NO_CKPT = {"activation_checkpointing": False}
+SDPA = {"attn_implementation": "sdpa", "pad_to_multiple_of": None}
+# TRL's selective checkpointing keeps the SDPA kernels' outputs and recomputes the rest (flex is not on its list).
+SAC = {"activation_checkpointing_kwargs": {"use_reentrant": False, "selective": True}}
+# torch.compile through the Trainer, one decoder layer compiled and reused for all 48 (accelerate's regional
+# compilation: the whole 10.8B graph would take far longer to compile); warm-up covers the compilation.
+COMPILE = {"torch_compile": True}
+REGIONAL = {"ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION": "true"}
 
 VARIANTS = {
     v.name: v
@@ -83,18 +91,10 @@ VARIANTS = {
            {**PACKED, **LIGER, **FLEX}),
         _v("q_packed_liger_flex_offload", "qlora", "QLoRA, packed 4x2048, flex attention, Liger, activation offloading",
            ORIGINAL, {**PACKED, **LIGER, **FLEX, "activation_offloading": True}),
-        _v("q_packed_liger_flex_b3", "qlora", "QLoRA, packed 3x2048, flex attention, Liger", ORIGINAL,
-           {**PACKED, **LIGER, **FLEX, "per_device_train_batch_size": 3}),
-        _v("q_packed_liger_flex_b6", "qlora", "QLoRA, packed 6x2048, flex attention, Liger", ORIGINAL,
-           {**PACKED, **LIGER, **FLEX, "per_device_train_batch_size": 6}, steps=8),
-        _v("q_packed_liger_flex_b8", "qlora", "QLoRA, packed 8x2048, flex attention, Liger", ORIGINAL,
-           {**PACKED, **LIGER, **FLEX, "per_device_train_batch_size": 8}, steps=7),
         # bf16 LoRA (no quantization).
         _v("b_padded", "bf16", "bf16 LoRA, batch 4 padded to longest", BF16, steps=6, warmup=2),
         _v("b_packed", "bf16", "bf16 LoRA, packed 4x2048, sdpa", BF16, PACKED),
         _v("b_packed_liger_flex", "bf16", "bf16 LoRA, packed 4x2048, flex, Liger", BF16, {**PACKED, **LIGER, **FLEX}),
-        _v("b_packed_liger_sac", "bf16", "bf16 LoRA, packed 4x2048, sdpa, Liger, selective checkpointing", BF16,
-           {**PACKED, **LIGER, "activation_checkpointing_kwargs": {"use_reentrant": False, "selective": True}}),
         _v("b_nockpt_b1", "bf16", "bf16 LoRA, packed 1x2048 x accum 4, flex, Liger, no checkpointing", BF16,
            {**PACKED, **LIGER, **FLEX, **NO_CKPT, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
            steps=10),
@@ -128,6 +128,35 @@ VARIANTS = {
         _v("b_fast_repeat", "bf16", "recipes/eeve_banmal_bf16_fast.yaml as shipped (second run)", BF16_FAST, hooks=()),
         _v("b_fast_dropout", "bf16", "recipes/eeve_banmal_bf16_fast.yaml with the original lora_dropout 0.05",
            BF16_FAST, {"lora_dropout": 0.05}, hooks=()),
+        # Third session: the remaining levers, each against a rerun of the shipped recipe in the same session.
+        _v("q_default_rerun", "qlora", "recipes/eeve_banmal.yaml as shipped (third session)", DEFAULT, hooks=()),
+        _v("q_default_workers", "qlora", "recipes/eeve_banmal.yaml, 4 dataloader workers", DEFAULT,
+           {"dataloader_num_workers": 4, "dataloader_persistent_workers": True}, hooks=()),
+        _v("q_default_b3", "qlora", "recipes/eeve_banmal.yaml, packed 3x2048", DEFAULT,
+           {"per_device_train_batch_size": 3}, hooks=()),
+        _v("q_default_b6", "qlora", "recipes/eeve_banmal.yaml, packed 6x2048", DEFAULT,
+           {"per_device_train_batch_size": 6}, steps=8, hooks=()),
+        _v("q_default_b8", "qlora", "recipes/eeve_banmal.yaml, packed 8x2048", DEFAULT,
+           {"per_device_train_batch_size": 8}, steps=7, hooks=()),
+        _v("q_default_sdpa", "qlora", "recipes/eeve_banmal.yaml with sdpa instead of flex", DEFAULT, SDPA, hooks=()),
+        _v("q_default_sdpa_sac", "qlora", "recipes/eeve_banmal.yaml with sdpa, selective checkpointing", DEFAULT,
+           {**SDPA, **SAC}, hooks=()),
+        _v("q_default_compile", "qlora", "recipes/eeve_banmal.yaml, torch.compile (regional)", DEFAULT, COMPILE,
+           warmup=4, hooks=(), env=REGIONAL),
+        _v("b_fast_rerun", "bf16", "recipes/eeve_banmal_bf16_fast.yaml as shipped (third session)", BF16_FAST,
+           hooks=()),
+        _v("b_fast_compile", "bf16", "recipes/eeve_banmal_bf16_fast.yaml, torch.compile (regional)", BF16_FAST,
+           COMPILE, warmup=4, hooks=(), env=REGIONAL),
+        # Fourth session: the same comparisons again, interleaved, to tell the levers' gains from run-to-run spread.
+        _v("q_default_rerun2", "qlora", "recipes/eeve_banmal.yaml as shipped (fourth session)", DEFAULT, hooks=()),
+        _v("q_default_workers2", "qlora", "recipes/eeve_banmal.yaml, 4 dataloader workers (fourth session)", DEFAULT,
+           {"dataloader_num_workers": 4, "dataloader_persistent_workers": True}, hooks=()),
+        _v("q_default_compile2", "qlora", "recipes/eeve_banmal.yaml, torch.compile (regional; fourth session)",
+           DEFAULT, COMPILE, warmup=4, hooks=(), env=REGIONAL),
+        _v("b_fast_rerun2", "bf16", "recipes/eeve_banmal_bf16_fast.yaml as shipped (fourth session)", BF16_FAST,
+           hooks=()),
+        _v("b_fast_compile2", "bf16", "recipes/eeve_banmal_bf16_fast.yaml, torch.compile (regional; fourth session)",
+           BF16_FAST, COMPILE, warmup=4, hooks=(), env=REGIONAL),
     ]
 }
 
@@ -225,6 +254,7 @@ def worker(args) -> None:
     from eeve_sft.recipe import check_for_training, parse_recipe
 
     variant = VARIANTS[args.variant]
+    os.environ.update(variant.env)
     work = Path(args.work)
     out_dir = work / "runs" / variant.name
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ import copy
 import importlib.util
 import sys
 
+import yaml
+
 from conftest import REPO
 
 WORK = REPO / "benchmarks/results/train_speed"
@@ -36,3 +38,19 @@ def test_the_fixed_batch_check_fails_on_changed_loss_or_labels():
     other_labels = copy.deepcopy(fast)
     other_labels["check"]["trained_tokens"] -= 1
     assert not bench.compare(other_labels, padded)["pass"]
+
+
+def test_every_benchmark_variant_is_a_valid_recipe_with_its_overrides_applied(tmp_path):
+    from eeve_sft.recipe import parse_recipe
+
+    bench = bench_module()
+    for variant in bench.VARIANTS.values():
+        keys = bench.bench_keys(variant, "m", "d", tmp_path / variant.name, cpu_smoke=False)
+        path = tmp_path / f"{variant.name}.yaml"
+        path.write_text(yaml.safe_dump({"base_recipe": str(REPO / variant.recipe), **keys}), encoding="utf-8")
+        recipe = parse_recipe(path, [], check_device=False)
+        values = {**vars(recipe.script), **vars(recipe.training), **vars(recipe.model), **vars(recipe.project)}
+        for key, value in variant.overrides.items():
+            name = {"activation_checkpointing": "gradient_checkpointing",
+                    "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}.get(key, key)
+            assert values.get(name, values.get(key)) == value, (variant.name, key)

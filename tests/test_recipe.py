@@ -126,6 +126,7 @@ def test_cross_key_checks(tmp_path):
 
     assert "use_peft: true" in check("model_name_or_path: m\nload_in_4bit: true\n")
     assert "early_stopping_patience needs" in check("model_name_or_path: m\nearly_stopping_patience: 2\n")
+    assert "null turns early stopping off" in check("model_name_or_path: m\nearly_stopping_patience: 0\n")
     assert "packing needs max_length" in check("model_name_or_path: m\npacking: true\nmax_length: null\n")
     assert "8 bit and 4 bit" in error_of(write(tmp_path, "model_name_or_path: m\nload_in_4bit: true\nload_in_8bit: true\n"))
 

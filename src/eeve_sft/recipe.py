@@ -311,11 +311,11 @@ def check_for_training(recipe: Recipe) -> None:
         raise UserError('use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false')
     if project.early_stopping_patience is not None:
         if project.early_stopping_patience < 1:
-            raise UserError("early_stopping_patience must be at least 1")
+            raise UserError("early_stopping_patience must be at least 1 (null turns early stopping off)")
         if training.eval_strategy == "no" or not training.load_best_model_at_end or not training.metric_for_best_model:
             raise UserError(
                 "early_stopping_patience needs eval_strategy steps or epoch, load_best_model_at_end: true and "
-                "metric_for_best_model (e.g. eval_loss)"
+                "metric_for_best_model (e.g. eval_loss); early_stopping_patience: null turns it off"
             )
     # `accelerate launch` with a DeepSpeed config says the ZeRO stage in the environment.
     if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
