@@ -4,6 +4,8 @@ import json
 import shutil
 import sys
 
+from transformers import AutoTokenizer
+
 from conftest import REPO, logged_losses, run_script, train_demo
 
 
@@ -16,8 +18,10 @@ def test_run_leaves_recipe_info_logs_and_a_final_adapter(demo_run):
         assert (final / name).is_file(), name
     assert "Assistant:" in (final / "chat_template.jinja").read_text(encoding="utf-8")
     generation = json.loads((final / "generation_config.json").read_text())
-    assert 2 in generation["eos_token_id"] and len(generation["eos_token_id"]) == 2
-    assert generation["pad_token_id"] == 2
+    # The same stop ids, in the same order, as chat and merged models use: eos <|im_end|> first, then </s>.
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert generation["eos_token_id"] == [tokenizer.eos_token_id, 2] and generation["pad_token_id"] == 2
 
     info = json.loads((demo_run / "run_info.json").read_text())
     for key in ("git_commit", "git_dirty", "packages", "python", "torch", "cuda", "gpus", "dataset_fingerprints",

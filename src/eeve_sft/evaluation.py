@@ -25,10 +25,10 @@ from .inference import (
     SamplingConfig,
     generate_batch,
     load_for_inference,
-    pad_token_id,
     resolve_model_source,
 )
 from .speech_level import BANMAL, LABELS, MIXED, NEUTRAL, POLITE, classify_batch
+from .template import pad_token_id
 
 DEFAULT_PROMPTS = "eval/prompts_banmal.jsonl"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when the package is installed editable

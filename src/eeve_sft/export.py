@@ -20,12 +20,11 @@ from .inference import (
     DEFAULT_BASE_MODEL,
     SamplingConfig,
     attach_adapter,
-    eos_token_ids,
     load_base_weights,
     load_saved_tokenizer,
-    pad_token_id,
     resolve_model_source,
 )
+from .template import pad_token_id, special_token_ids
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 CARD_FILE = "README.md"
@@ -44,9 +43,7 @@ def merged_generation_config(tokenizer, sampling: SamplingConfig | None = None) 
     transformers all read from generation_config.json."""
     sampling = sampling or SamplingConfig()
     return GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=eos_token_ids(tokenizer),
-        pad_token_id=pad_token_id(tokenizer),
+        **special_token_ids(tokenizer),
         do_sample=sampling.do_sample,
         temperature=sampling.temperature,
         top_p=sampling.top_p,

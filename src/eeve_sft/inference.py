@@ -19,10 +19,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextStreamer, set_seed
 
 from .errors import UserError, first_line
-from .template import apply_eeve_template, encode_prompt, stop_token_ids
+from .template import apply_eeve_template, encode_prompt, pad_token_id, special_token_ids, stop_token_ids
 
 DEFAULT_BASE_MODEL = "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
-PAD_TOKEN = "</s>"
 
 # org/name or name, as the Hub spells ids; anything else (absolute, ./, ../, deeper paths) is a local path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -61,13 +60,10 @@ class SamplingConfig:
 
     def generation_config(self, tokenizer) -> GenerationConfig:
         """A complete GenerationConfig, so the model's own saved defaults never leak into a run."""
-        stops = eos_token_ids(tokenizer)
         common = dict(
             max_new_tokens=self.max_new_tokens,
             repetition_penalty=self.repetition_penalty,
-            eos_token_id=stops,
-            pad_token_id=pad_token_id(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
+            **special_token_ids(tokenizer),
         )
         if not self.do_sample:
             return GenerationConfig(do_sample=False, **common)
@@ -152,28 +148,9 @@ def resolve_model_source(model_path: str | Path | None) -> ModelSource:
     raise UserError(f"model path not found: {given}")
 
 
-def pad_token_id(tokenizer) -> int:
-    """The padding id: ``</s>``, never the eos token, so padding is never read as the end of an answer."""
-    pad = tokenizer.pad_token_id
-    if pad is None or pad == tokenizer.eos_token_id:
-        pad = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
-    if pad is None or pad == tokenizer.unk_token_id:
-        raise UserError(f"tokenizer has no pad token and no '{PAD_TOKEN}' to pad with")
-    return pad
-
-
-def eos_token_ids(tokenizer) -> list[int]:
-    """Stop ids with the tokenizer's eos first (``[<|im_end|>, </s>]`` for EEVE), the order serving stacks expect."""
-    stops = stop_token_ids(tokenizer)
-    return [tokenizer.eos_token_id] + [i for i in stops if i != tokenizer.eos_token_id]
-
-
 def align_generation_config(model, tokenizer) -> None:
     """Make the model's saved generation defaults stop on every stop id and pad with ``</s>``."""
-    config = model.generation_config
-    config.eos_token_id = eos_token_ids(tokenizer)
-    config.pad_token_id = pad_token_id(tokenizer)
-    config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.update(**special_token_ids(tokenizer))
 
 
 def load_saved_tokenizer(source: ModelSource):

@@ -6,7 +6,7 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from .errors import UserError, first_line
 from .recipe import Recipe
-from .template import apply_eeve_template, stop_token_ids
+from .template import apply_eeve_template, special_token_ids
 
 
 def load_tokenizer(recipe: Recipe):
@@ -41,11 +41,7 @@ def load_tokenizer(recipe: Recipe):
 
 def generation_config_for(tokenizer) -> GenerationConfig:
     """Generation settings saved with adapters: stop on every eos id, pad with the pad token."""
-    return GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=stop_token_ids(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    return GenerationConfig(**special_token_ids(tokenizer))
 
 
 def model_init_kwargs(recipe: Recipe) -> dict:

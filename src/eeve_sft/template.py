@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import json
 
+from .errors import UserError
+
 DEFAULT_SYSTEM_PROMPT = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
 ROLES = ("system", "user", "assistant")
+PAD_TOKEN = "</s>"  # EEVE pads with </s> (id 2), never with the eos <|im_end|>
 
 _TEMPLATE = """\
 {{- bos_token -}}
@@ -74,9 +77,30 @@ def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    """Every id that ends an answer: the eos token (``<|im_end|>``) and ``</s>``, which EEVE also emits."""
+    """Every id that ends an answer, the tokenizer's eos first (``[<|im_end|>, </s>]`` for EEVE, the order serving
+    stacks expect): EEVE also emits ``</s>``."""
     ids = [tokenizer.eos_token_id]
-    eos_s = tokenizer.convert_tokens_to_ids("</s>")
+    eos_s = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
     if isinstance(eos_s, int) and eos_s != tokenizer.unk_token_id:
         ids.append(eos_s)
-    return sorted({i for i in ids if i is not None})
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def pad_token_id(tokenizer) -> int:
+    """The padding id: ``</s>``, never the eos token, so padding is never read as the end of an answer."""
+    pad = tokenizer.pad_token_id
+    if pad is None or pad == tokenizer.eos_token_id:
+        pad = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    if pad is None or pad == tokenizer.unk_token_id:
+        raise UserError(f"tokenizer has no pad token and no '{PAD_TOKEN}' to pad with")
+    return pad
+
+
+def special_token_ids(tokenizer) -> dict:
+    """bos, every stop id and the pad id, as GenerationConfig fields: the one set that checkpoints, merged models
+    and every generation call carry."""
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": stop_token_ids(tokenizer),
+        "pad_token_id": pad_token_id(tokenizer),
+    }
