@@ -66,7 +66,7 @@ def test_merged_dir_is_ready_to_serve(adapter, tmp_path):
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "chat_template.jinja",
             "README.md"} <= names
     assert not names & {"adapter_config.json", "adapter_model.safetensors"}
-    assert not list(tmp_path.glob(".*partial"))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["eos_token_id"] == [EOS, PAD] and generation["pad_token_id"] == PAD
     assert (generation["temperature"], generation["top_p"], generation["repetition_penalty"]) == (0.7, 0.9, 1.1)
@@ -80,6 +80,23 @@ def test_merged_dir_is_ready_to_serve(adapter, tmp_path):
     for question in QUESTIONS:
         assert generate(*merged, question, max_new_tokens=8, do_sample=False) == \
             generate(*adapted, question, max_new_tokens=8, do_sample=False)
+
+
+def test_a_failed_merge_keeps_the_existing_output_and_leaves_nothing_behind(adapter, tmp_path, monkeypatch):
+    import eeve_sft.export as export
+
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous export")
+
+    def broken_card(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export, "write_model_card", broken_card)
+    with pytest.raises(OSError, match="disk full"):
+        merge_adapter(adapter, out, dtype="float32", overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
 
 
 def test_model_card_from_the_training_run(demo_run, tmp_path):
@@ -150,7 +167,7 @@ def test_merge_cli_bad_input(capsys, adapter, tmp_path):
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
     line = cli_error(capsys, "merge_adapter", ["--model-path", str(adapter), "--output", str(taken)])
-    assert line == f"error: output directory {taken} is not empty; choose another or pass --overwrite"
+    assert line == f"error: output directory {taken} is not empty; pass --overwrite to replace it"
     assert (taken / "keep.txt").read_text() == "mine"
 
     line = cli_error(capsys, "merge_adapter", ["--model-path", str(DEMO_MODEL), "--output", str(tmp_path / "m")])

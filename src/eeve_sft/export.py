@@ -8,7 +8,6 @@ adapter was trained against dequantised NF4 weights, and the bf16 original is wh
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -24,18 +23,12 @@ from .inference import (
     load_saved_tokenizer,
     resolve_model_source,
 )
+from .output_dir import atomic_output_dir, check_output_dir
 from .template import pad_token_id, special_token_ids
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 CARD_FILE = "README.md"
 DATA_CARD_NAMES = ("README.md", "data_card.md", "DATA_CARD.md", "card.md")
-
-
-def check_output_dir(output: Path, overwrite: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise UserError(f"output {output} exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise UserError(f"output directory {output} is not empty; choose another or pass --overwrite")
 
 
 def merged_generation_config(tokenizer, sampling: SamplingConfig | None = None) -> GenerationConfig:
@@ -58,8 +51,9 @@ def merge_adapter(
 ) -> Path:
     """Merge the LoRA adapter at `model_path` into its base model and save the result to `output_dir`.
 
-    Everything is written to a sibling ``.partial`` directory first and moved into place at the end, so an
-    interrupted merge never leaves something that looks like a finished model.
+    Everything is written to a temporary folder beside `output_dir` and renamed into place at the end
+    (:func:`eeve_sft.output_dir.atomic_output_dir`), so a failed or interrupted merge never leaves something that
+    looks like a finished model, and an existing one stays until the new one is complete.
     """
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -78,16 +72,10 @@ def merge_adapter(
     merged.generation_config = merged_generation_config(tokenizer)
     merged.config.pad_token_id = pad_token_id(tokenizer)
 
-    partial = output.parent / f".{output.name}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    merged.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    write_model_card(partial, source.path, source.base)
-    if output.exists():
-        shutil.rmtree(output)
-    partial.rename(output)
+    with atomic_output_dir(output, overwrite) as building:
+        merged.save_pretrained(building, safe_serialization=True)
+        tokenizer.save_pretrained(building)
+        write_model_card(building, source.path, source.base)
     return output
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..output_dir import atomic_output_dir, check_output_dir
 from .clean import clean_messages
 from .dedup import (
     EXACT_DUPLICATE,
@@ -30,7 +31,7 @@ from .dedup import (
 from .ledger import Ledger
 from .mix import CleanStage, Mix, QualityStage
 from .normalise import Example, Messages, normalise_row, preview
-from .output import atomic_output_dir, check_output_dir, write_json, write_jsonl
+from .output import write_json, write_jsonl
 from .parallel import chunked, map_chunks
 from .politeness import AssistantLevelFilter, RewriteReport, SpeechLevels, load_speech_levels, rewrite_user_turns
 from .quality import quality_problem
