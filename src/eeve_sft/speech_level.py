@@ -451,15 +451,19 @@ def _banmal_ending(form: str, prev: Morph | None, keep_honorific: bool) -> list[
     return [(form, "EF")]
 
 
-def _banmal_edits(tokens: Sequence[Any], text: str) -> list[list[Morph] | None]:
-    """Per token: None to keep it, else its replacement morphemes (possibly none)."""
-    new: list[list[Morph] | None] = [None] * len(tokens)
+def _sentences(tokens: Sequence[Any]) -> list[tuple[list[int], list[int]]]:
+    """Per sentence: the indices of all its tokens, and of those that can carry speech level (see _is_junk)."""
     sentences: dict[int, list[int]] = {}
     for i, tok in enumerate(tokens):
         sentences.setdefault(tok.sent_position, []).append(i)
-    for idx in sentences.values():
+    return [(idx, [i for i in idx if not _is_junk(tokens[i].tag)]) for idx in sentences.values()]
+
+
+def _banmal_edits(tokens: Sequence[Any], text: str) -> list[list[Morph] | None]:
+    """Per token: None to keep it, else its replacement morphemes (possibly none)."""
+    new: list[list[Morph] | None] = [None] * len(tokens)
+    for idx, content in _sentences(tokens):
         honoured = _honoured_span(tokens, idx)
-        content = [i for i in idx if not _is_junk(tokens[i].tag)]
         for pos, i in enumerate(content):
             if new[i] is not None:
                 continue  # already rewritten together with the token before it
@@ -587,11 +591,7 @@ def _line_at(text: str, pos: int) -> str:
 
 def _polite_edits(tokens: Sequence[Any], text: str) -> list[list[Morph] | None]:
     new: list[list[Morph] | None] = [None] * len(tokens)
-    sentences: dict[int, list[int]] = {}
-    for i, tok in enumerate(tokens):
-        sentences.setdefault(tok.sent_position, []).append(i)
-    for idx in sentences.values():
-        content = [i for i in idx if not _is_junk(tokens[i].tag)]
+    for _, content in _sentences(tokens):
         if not content:
             continue
         has_ending = False
