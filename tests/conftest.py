@@ -42,9 +42,9 @@ def demo_model_path() -> Path:
 @pytest.fixture(scope="session")
 def demo_tokenizer():
     from eeve_sft.recipe import parse_recipe
-    from eeve_sft.modeling import load_tokenizer
+    from eeve_sft.modeling import tokenizer_for_recipe
 
-    return load_tokenizer(parse_recipe(DEMO_RECIPE))
+    return tokenizer_for_recipe(parse_recipe(DEMO_RECIPE))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from .recipe import Recipe
 from .template import apply_eeve_template, special_token_ids
 
 
-def load_tokenizer(recipe: Recipe):
+def tokenizer_for_recipe(recipe: Recipe):
     """The model's fast tokenizer with the EEVE template installed and a pad token that is not the eos token."""
     model, training = recipe.model, recipe.training
     try:

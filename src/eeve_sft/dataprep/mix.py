@@ -20,9 +20,9 @@ from typing import Literal
 import yaml
 
 from ..errors import UserError, yaml_problem
+from ..template import ROLES
 
 FORMAT_BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-ROLES = ("system", "user", "assistant")
 DEFAULT_EVAL_FRACTION = 0.02
 
 
