@@ -11,7 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from eeve_sft.dataprep.politeness import BANMAL, LEVELS, MIXED, NEUTRAL, POLITE, SpeechLevels
+from eeve_sft.dataprep.speech_level_stage import SpeechLevels
+from eeve_sft.speech_level import BANMAL, MIXED, NEUTRAL, POLITE
+from eeve_sft.speech_level import LABELS as LEVELS
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "dataprep"
 _SENTENCE_END = re.compile(r"[.?!\n]+")
