@@ -18,7 +18,12 @@ from trl import SFTTrainer, get_peft_config, get_quantization_config
 from eeve_sft.callbacks import CheckpointExtrasCallback, RunRecordCallback
 from eeve_sft.data import check_conversations, load_splits, select_splits, tokenize_dataset
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.modeling import generation_config_for, model_init_kwargs, skip_redundant_lora_input_casts, tokenizer_for_recipe
+from eeve_sft.modeling import (
+    generation_config_for,
+    model_init_kwargs,
+    skip_redundant_lora_input_casts,
+    tokenizer_for_recipe,
+)
 from eeve_sft.recipe import check_for_training, parse_recipe
 from eeve_sft.run_files import check_output_dir, collect_run_info, log_to_file, write_run_files
 
