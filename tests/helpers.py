@@ -69,8 +69,10 @@ MULTI = [
 QUESTIONS = [
     [{"role": "user", "content": "오늘 저녁 뭐 먹을지 추천 좀 해줘"}],
     [{"role": "user", "content": "안녕"}],
-    [{"role": "system", "content": "항상 존댓말로 답하세요."},
-     {"role": "user", "content": "비 오는 날엔 뭐 하고 노는 게 좋을까? 길게 말해 줘"}],
+    [
+        {"role": "system", "content": "항상 존댓말로 답하세요."},
+        {"role": "user", "content": "비 오는 날엔 뭐 하고 노는 게 좋을까? 길게 말해 줘"},
+    ],
 ]
 
 
@@ -82,8 +84,13 @@ def make_adapter(directory: Path, base: str = "assets/demo-model") -> Path:
 
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False,
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(model, lora)
     peft_model.save_pretrained(directory)
     AutoTokenizer.from_pretrained(DEMO_MODEL).save_pretrained(directory)
