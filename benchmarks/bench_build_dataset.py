@@ -16,6 +16,7 @@ between the markers in RESULTS.md is replaced; the rest of the file is left alon
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -290,10 +291,8 @@ def versions() -> str:
     names = ("datasketch", "kiwipiepy", "kiwipiepy-model", "numpy", "pyyaml", "tqdm")
     found = []
     for name in names:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):  # report only what is installed
             found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pass
     return ", ".join(found)
 
 

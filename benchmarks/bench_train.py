@@ -250,7 +250,7 @@ def worker(args) -> None:
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
     from eeve_sft.data import check_conversations, load_splits, select_splits, tokenize_dataset
-    from eeve_sft.modeling import load_tokenizer, model_init_kwargs
+    from eeve_sft.modeling import model_init_kwargs, tokenizer_for_recipe
     from eeve_sft.recipe import check_for_training, parse_recipe
 
     variant = VARIANTS[args.variant]
@@ -268,7 +268,7 @@ def worker(args) -> None:
     check_for_training(recipe)
     training = recipe.training
     set_seed(training.seed)
-    tokenizer = load_tokenizer(recipe)
+    tokenizer = tokenizer_for_recipe(recipe)
     splits = load_splits(recipe.script.dataset_name, recipe.script.dataset_config)
     train_raw, _ = select_splits(splits, recipe.script.dataset_train_split, None, 0.0, training.seed)
     check_conversations(train_raw, "train")

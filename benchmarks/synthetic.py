@@ -90,7 +90,9 @@ def build_tokenizer(vocab_size: int):
     raw = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
     raw.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never", split=True)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token=UNK, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token=UNK, bos_token=BOS, eos_token=EOS, pad_token=PAD
+    )
     apply_eeve_template(tokenizer)
     return tokenizer
 
@@ -149,7 +151,8 @@ def make_rows(n: int, seed: int, tokenizer) -> list[dict]:
         prompt = max(round(share * total), overhead + 2)
         user = max(prompt - overhead, 2)
         answer = max(total - overhead - user, 2)
-        rows.append({"messages": [{"role": "user", "content": text(user)}, {"role": "assistant", "content": text(answer)}]})
+        messages = [{"role": "user", "content": text(user)}, {"role": "assistant", "content": text(answer)}]
+        rows.append({"messages": messages})
     return rows
 
 

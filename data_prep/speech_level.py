@@ -13,54 +13,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 
 from eeve_sft import speech_level
-
-
-def parse(number: int, line: str) -> tuple[dict, str | None]:
-    """The object to write back and its text, or the object with its error and None."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        return {"line": number, "error": f"invalid JSON: {err.msg} at column {err.colno}"}, None
-    if not isinstance(row, dict):
-        return {"line": number, "error": f"expected a JSON object, got {type(row).__name__}"}, None
-    text = row.get("text")
-    if not isinstance(text, str):
-        got = "no such field" if "text" not in row else type(text).__name__
-        return {**row, "error": f'field "text" must be a string ({got})'}, None
-    return row, text
-
-
-def run(texts: list[str], args: argparse.Namespace) -> list[str]:
-    if args.command == "classify":
-        return speech_level.classify_batch(texts, batch_size=args.batch_size)
-    return (speech_level.to_banmal_batch if args.to == "banmal" else speech_level.to_polite_batch)(texts)
-
-
-def process(batch: list[tuple[dict, str | None]], args: argparse.Namespace) -> int:
-    """Write one batch back in order; returns how many lines failed inside the analysis itself."""
-    field = "label" if args.command == "classify" else "converted"
-    texts = [text for _, text in batch if text is not None]
-    try:
-        answers: list[tuple[str, str]] = [(field, result) for result in run(texts, args)]
-    except Exception:  # one text the analyser cannot take must not lose the batch: redo it line by line
-        answers = []
-        for one in texts:
-            try:
-                answers.append((field, run([one], args)[0]))
-            except Exception as err:
-                answers.append(("error", " ".join(f"{type(err).__name__}: {err}".split())))
-    pending = iter(answers)
-    for row, text in batch:
-        if text is not None:
-            key, value = next(pending)
-            row = {**row, key: value}
-        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-    return sum(key == "error" for key, _ in answers)
+from eeve_sft.speech_level.jsonl import annotate_lines
 
 
 def main() -> None:
@@ -79,19 +35,12 @@ def main() -> None:
     for stream in (sys.stdin, sys.stdout):  # UTF-8 whatever the locale says
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(encoding="utf-8", errors="replace" if stream is sys.stdin else "strict")
-    batch: list[tuple[dict, str | None]] = []
-    bad = total = 0
-    for number, line in enumerate(sys.stdin, start=1):
-        if not line.strip():
-            continue
-        batch.append(parse(number, line))
-        total += 1
-        bad += batch[-1][1] is None
-        if len(batch) >= args.batch_size:
-            bad += process(batch, args)
-            batch = []
-    if batch:
-        bad += process(batch, args)
+    if args.command == "classify":
+        field, analyse = "label", lambda texts: speech_level.classify_batch(texts, batch_size=args.batch_size)
+    else:
+        field = "converted"
+        analyse = speech_level.to_banmal_batch if args.to == "banmal" else speech_level.to_polite_batch
+    bad, total = annotate_lines(sys.stdin, sys.stdout, analyse, field, args.batch_size)
     if bad:
         print(f'speech_level: {bad} of {total} lines had errors (see their "error" field)', file=sys.stderr)
 

@@ -13,7 +13,7 @@ import sys
 
 from eeve_sft.data import IGNORE_INDEX, check_conversations, load_splits, tokenize_dataset
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.modeling import load_tokenizer
+from eeve_sft.modeling import tokenizer_for_recipe
 from eeve_sft.recipe import parse_recipe
 
 HIGHLIGHT = ("\033[30;42m", "\033[0m")  # black on green
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
 
     recipe = parse_recipe(args.recipe, overrides, check_device=False)
     script, training = recipe.script, recipe.training
-    tokenizer = load_tokenizer(recipe)
+    tokenizer = tokenizer_for_recipe(recipe)
     splits = load_splits(script.dataset_name, script.dataset_config)
     name = script.dataset_train_split if args.split == "train" else script.dataset_test_split
     if name not in splits:

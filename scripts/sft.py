@@ -18,7 +18,12 @@ from trl import SFTTrainer, get_peft_config, get_quantization_config
 from eeve_sft.callbacks import CheckpointExtrasCallback, RunRecordCallback
 from eeve_sft.data import check_conversations, load_splits, select_splits, tokenize_dataset
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.modeling import generation_config_for, load_tokenizer, model_init_kwargs, skip_redundant_lora_input_casts
+from eeve_sft.modeling import (
+    generation_config_for,
+    model_init_kwargs,
+    skip_redundant_lora_input_casts,
+    tokenizer_for_recipe,
+)
 from eeve_sft.recipe import check_for_training, parse_recipe
 from eeve_sft.run_files import check_output_dir, collect_run_info, log_to_file, write_run_files
 
@@ -51,7 +56,7 @@ def main(argv: list[str]) -> None:
 
     # Tokenizer, then data: every row is checked and tokenized before the model loads.
     set_seed(training.seed)
-    tokenizer = load_tokenizer(recipe)
+    tokenizer = tokenizer_for_recipe(recipe)
     splits = load_splits(script.dataset_name, script.dataset_config)
     eval_split = script.dataset_test_split if training.eval_strategy != "no" else None
     train_raw, eval_raw = select_splits(

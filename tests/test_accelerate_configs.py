@@ -3,9 +3,9 @@
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 
-from conftest import REPO
 from eeve_sft.errors import UserError
 from eeve_sft.recipe import check_for_training, parse_recipe
+from helpers import REPO
 
 CONFIGS = REPO / "accelerate_configs"
 

@@ -6,7 +6,7 @@ import sys
 
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 WORK = REPO / "benchmarks/results/train_speed"
 

@@ -9,9 +9,9 @@ import sys
 import matplotlib.image
 import pytest
 
-from conftest import REPO, run_script
 from eeve_sft.compare import compare_runs, curves, differing_keys, load_run, run_figures
 from eeve_sft.errors import UserError
+from helpers import REPO, run_script
 
 RUNS = REPO / "tests" / "data" / "tools" / "runs"
 RUN_A = RUNS / "r16_lr1e-4"

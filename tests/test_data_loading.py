@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_script
 from eeve_sft.data import load_splits
 from eeve_sft.errors import UserError
+from helpers import REPO, run_script
 
 ROW = {"messages": [{"role": "user", "content": "안녕?"}, {"role": "assistant", "content": "안녕하세요!"}]}
 

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from test_dataprep_support import FAKE_SPEECH, FIXTURES, fixture_sources, write_mix
 
 from eeve_sft.data import conversation_problem
 from eeve_sft.dataprep import build_dataset, load_mix
 from eeve_sft.dataprep.build import Builder
 from eeve_sft.errors import UserError
+from helpers import FAKE_SPEECH, FIXTURES, fixture_sources, write_mix
 
 OUTPUT_FILES = ["data_card.md", "eval.jsonl", "stats.json", "train.jsonl"]
 

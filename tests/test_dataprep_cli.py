@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_dataprep_support import FIXTURES, fixture_sources, write_mix
 
 from eeve_sft.errors import run_cli
+from helpers import FIXTURES, fixture_sources, write_mix
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "data_prep" / "build_dataset.py"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_dataprep_support import FIXTURES, fixture_sources, write_mix
 
 from eeve_sft.dataprep.mix import load_mix
 from eeve_sft.errors import UserError
+from helpers import FIXTURES, fixture_sources, write_mix
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,11 @@ import dataclasses
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_dataprep_support import FIXTURES
 
 from eeve_sft.dataprep.mix import Columns, Source
 from eeve_sft.dataprep.sources import BadRow, check_columns, load_source
 from eeve_sft.errors import UserError
+from helpers import FIXTURES
 
 QA = Columns(instruction="q", output="a")
 

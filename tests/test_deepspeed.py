@@ -7,7 +7,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, logged_losses, train_demo
+from helpers import REPO, logged_losses, train_demo
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is installed with the dev extra")
 

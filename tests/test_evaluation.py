@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_script
 from eeve_sft import evaluation
 from eeve_sft.errors import UserError
 from eeve_sft.evaluation import (
@@ -26,7 +25,7 @@ from eeve_sft.evaluation import (
     score_answers,
 )
 from eeve_sft.inference import GenerationResult, SamplingConfig, load_for_inference, resolve_model_source
-from test_inference import cli_error, make_adapter
+from helpers import REPO, cli_error, make_adapter, run_script
 
 TOOLS = REPO / "tests" / "data" / "tools"
 PROMPTS = TOOLS / "prompts_small.jsonl"

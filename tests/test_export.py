@@ -10,11 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import DEMO_MODEL, REPO, run_script
 from eeve_sft.export import merge_adapter, push_to_hub, render_model_card
 from eeve_sft.inference import generate, load_for_inference, resolve_model_source
 from eeve_sft.template import encode_prompt
-from test_inference import QUESTIONS, cli_error, load_script, make_adapter
+from helpers import DEMO_MODEL, QUESTIONS, REPO, cli_error, load_script, make_adapter, run_script
 
 EOS, PAD = 2048, 2
 

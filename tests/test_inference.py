@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys
@@ -11,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DEMO_MODEL, REPO, run_script
 from eeve_sft import inference
-from eeve_sft.errors import UserError, run_cli
+from eeve_sft.errors import UserError
 from eeve_sft.inference import (
     DEFAULT_BASE_MODEL,
     AnswerStreamer,
@@ -24,33 +22,10 @@ from eeve_sft.inference import (
     load_for_inference,
     resolve_model_source,
 )
+from helpers import DEMO_MODEL, QUESTIONS, REPO, cli_error, make_adapter, run_script
 
 EOS, PAD = 2048, 2  # the demo model's <|im_end|> and </s>
-QUESTIONS = [
-    [{"role": "user", "content": "오늘 저녁 뭐 먹을지 추천 좀 해줘"}],
-    [{"role": "user", "content": "안녕"}],
-    [{"role": "system", "content": "항상 존댓말로 답하세요."},
-     {"role": "user", "content": "비 오는 날엔 뭐 하고 노는 게 좋을까? 길게 말해 줘"}],
-]
 GREEDY = {"do_sample": False, "max_new_tokens": 10}
-
-
-def make_adapter(directory: Path, base: str = "assets/demo-model") -> Path:
-    """A LoRA adapter on the demo model with random (non-zero) weights, saved the way training saves one."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False,
-                      task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)
-    peft_model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(DEMO_MODEL).save_pretrained(directory)
-    config = json.loads((directory / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = base  # as a recipe gives it: relative to the repository root
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -61,24 +36,6 @@ def adapter(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def loaded(adapter):
     return load_for_inference(adapter, device="cpu")
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def cli_error(capsys, script: str, argv: list[str]) -> str:
-    """Run a script's main in-process as its __main__ does; return its single stderr line (exit status 2)."""
-    main = load_script(script).main
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: main(argv))
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
 
 
 def test_sources(adapter, monkeypatch, tmp_path):

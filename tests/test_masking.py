@@ -5,18 +5,7 @@ import pytest
 from eeve_sft.data import IGNORE_INDEX, conversation_problem, tokenize_conversation, tokenize_dataset
 from eeve_sft.errors import UserError
 from eeve_sft.template import DEFAULT_SYSTEM_PROMPT, build_chat_template, encode_prompt, stop_token_ids
-
-SINGLE = [
-    {"role": "user", "content": "서울에서 부산까지 KTX로 얼마나 걸려?"},
-    {"role": "assistant", "content": "보통 2시간 30분 정도 걸려요. 즐거운 여행 되세요! 🚄"},
-]
-MULTI = [
-    {"role": "system", "content": "당신은 친절한 요리 선생님입니다."},
-    {"role": "user", "content": "김치찌개 어떻게 끓여?"},
-    {"role": "assistant", "content": "김치와 돼지고기를 먼저 볶은 뒤 물을 붓고 20분 정도 끓이시면 돼요."},
-    {"role": "user", "content": "그럼 두부는 언제 넣어?"},
-    {"role": "assistant", "content": "마지막 5분 전에 넣으시면 부서지지 않아요.\n```python\nprint('맛있게 드세요')\n```"},
-]
+from helpers import MULTI, SINGLE
 
 
 def trained_spans(ids: list[int], labels: list[int]) -> list[list[int]]:

@@ -4,8 +4,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from conftest import DEMO_MODEL
 from eeve_sft.modeling import skip_redundant_lora_input_casts
+from helpers import DEMO_MODEL
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -5,9 +5,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 from trl import SFTConfig, SFTTrainer
 
-from conftest import DEMO_MODEL
 from eeve_sft.data import IGNORE_INDEX, tokenize_dataset
-from test_masking import MULTI, SINGLE
+from helpers import DEMO_MODEL, MULTI, SINGLE
 
 THIRD = [{"role": "user", "content": "하늘은 왜 파래?"}, {"role": "assistant", "content": "햇빛이 공기 분자에 흩어지기 때문이에요."}]
 

@@ -4,11 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO, run_script
 from eeve_sft.errors import UserError
 from eeve_sft.recipe import check_for_training, dump_recipe, parse_recipe
+from helpers import REPO, run_script
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 

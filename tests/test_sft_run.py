@@ -6,7 +6,7 @@ import sys
 
 from transformers import AutoTokenizer
 
-from conftest import REPO, logged_losses, run_script, train_demo
+from helpers import REPO, logged_losses, run_script, train_demo
 
 
 def test_run_leaves_recipe_info_logs_and_a_final_adapter(demo_run):

@@ -9,7 +9,7 @@ from .recipe import Recipe
 from .template import apply_eeve_template, special_token_ids
 
 
-def load_tokenizer(recipe: Recipe):
+def tokenizer_for_recipe(recipe: Recipe):
     """The model's fast tokenizer with the EEVE template installed and a pad token that is not the eos token."""
     model, training = recipe.model, recipe.training
     try:
@@ -19,7 +19,9 @@ def load_tokenizer(recipe: Recipe):
     except OSError as err:
         raise UserError(f"cannot load a tokenizer from '{model.model_name_or_path}': {first_line(err)}") from None
     if not tokenizer.is_fast:
-        raise UserError(f"'{model.model_name_or_path}' has no fast tokenizer (tokenizer.json); assistant masks need one")
+        raise UserError(
+            f"'{model.model_name_or_path}' has no fast tokenizer (tokenizer.json); assistant masks need one"
+        )
     if training.eos_token:
         tokenizer.eos_token = training.eos_token
     if training.pad_token:

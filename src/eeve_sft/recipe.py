@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import enum
 import importlib.util
 import os
@@ -24,6 +23,7 @@ import yaml
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from .errors import UserError, first_line, yaml_problem
+from .validation import allows_dict, allows_none, allows_str, closest_key, expects
 
 BASE_KEY = "base_recipe"
 
@@ -108,13 +108,8 @@ def suggest_key(key: str) -> str:
     """The hint appended to an unknown-key error: the renamed key, or the closest valid one."""
     if key in RENAMED_KEYS:
         return f"; it was renamed, use '{RENAMED_KEYS[key]}'"
-    close = difflib.get_close_matches(key, sorted(VALID_KEYS), n=5, cutoff=0.6)
-    # Prefer a key of the same family (lora_rank -> lora_r, not local_rank).
-    family = [k for k in close if k.split("_")[0] == key.split("_")[0]]
-    close = family[:1] or close[:1]
-    if not close:  # a prefix match catches abbreviations that difflib scores low
-        close = [k for k in sorted(VALID_KEYS) if k.startswith(key) or key.startswith(k)][:1]
-    return f"; did you mean '{close[0]}'?" if close else ""
+    close = closest_key(key, VALID_KEYS)
+    return f"; did you mean '{close}'?" if close else ""
 
 
 def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
@@ -149,20 +144,6 @@ def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
-def _allows_none(annotation: object) -> bool:
-    return annotation is None or type(None) in typing.get_args(annotation) or annotation is typing.Any
-
-
-def _allows_dict(annotation: object) -> bool:
-    if annotation is dict or typing.get_origin(annotation) is dict:
-        return True
-    return any(_allows_dict(arg) for arg in typing.get_args(annotation))
-
-
-def _allows_str(annotation: object) -> bool:
-    return annotation is str or str in typing.get_args(annotation)
-
-
 def _describe(action: argparse.Action, annotation: object) -> str:
     if action.choices:
         return "one of " + ", ".join(str(c) for c in action.choices)
@@ -175,35 +156,38 @@ def _describe(action: argparse.Action, annotation: object) -> str:
 def _convert_one(key: str, value: object, action: argparse.Action, annotation: object) -> object:
     """Convert a scalar the way argparse converts a command-line string, and check choices."""
     if isinstance(value, (dict, list)):
-        raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got {value!r}")
+        raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
     converted = value
     if action.type is not None:
         try:
             converted = action.type(value if isinstance(value, str) else str(value))
         except (ValueError, TypeError, argparse.ArgumentTypeError):
             # HfArgumentParser gives `str | bool` fields a bool parser; a string is still a valid value there.
-            if not (isinstance(value, str) and _allows_str(annotation)):
-                raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got {value!r}") from None
+            if not (isinstance(value, str) and allows_str(annotation)):
+                raise expects(f"recipe key '{key}'", _describe(action, annotation), value) from None
     if isinstance(converted, enum.Enum):
         converted = converted.value
     if action.choices and converted not in [getattr(c, "value", c) for c in action.choices]:
-        raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got {value!r}")
+        raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
     return converted
 
 
 def check_values(values: dict, parser: TrlParser) -> dict:
-    """Type-check and convert every recipe value; return the converted mapping."""
+    """Type-check and convert every recipe value with the parser's own argparse types; return the converted mapping.
+
+    The checks and messages are those of :mod:`eeve_sft.validation`, which checks mix files too.
+    """
     actions = {a.dest: a for a in parser._actions if a.dest in FIELD_TYPES}
     checked = {}
     for key, value in values.items():
         action, annotation = actions[key], FIELD_TYPES[key]
         if value is None:
-            if not _allows_none(annotation):
-                raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got null")
+            if not allows_none(annotation):
+                raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
             checked[key] = None
         elif isinstance(value, dict):
-            if not _allows_dict(annotation):
-                raise UserError(f"recipe key '{key}' expects {_describe(action, annotation)}, got a mapping")
+            if not allows_dict(annotation):
+                raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
             checked[key] = value
         elif action.nargs in ("+", "*"):
             items = value if isinstance(value, list) else [value]

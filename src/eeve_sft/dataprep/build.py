@@ -33,11 +33,17 @@ from .mix import CleanStage, Mix, QualityStage
 from .normalise import Example, Messages, normalise_row, preview
 from .output import write_json, write_jsonl
 from .parallel import chunked, map_chunks
-from .politeness import AssistantLevelFilter, RewriteReport, SpeechLevels, load_speech_levels, rewrite_user_turns
 from .quality import quality_problem
 from .report import SourceCounts, make_stats, render_data_card
 from .sample import sample, split
 from .sources import PREVIEW_CHARS, BadRow, LoadedSource, check_columns, load_source
+from .speech_level_stage import (
+    AssistantLevelFilter,
+    RewriteReport,
+    SpeechLevels,
+    load_speech_levels,
+    rewrite_user_turns,
+)
 
 JOB_ROWS = 2000  # rows per worker job: big enough to amortise pickling, small enough for a smooth bar
 EMPTY_AFTER_CLEAN = "empty_after_clean"

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import yaml
 
+from ..speech_level import LABELS
 from .ledger import STAGES, Ledger
 from .mix import Mix
-from .politeness import LEVELS, RewriteReport
+from .speech_level_stage import RewriteReport
 
 STAGE_TITLES = {
     "load": "reading",
@@ -40,7 +41,7 @@ class SourceCounts:
 
 
 def _levels(counter: Counter | None) -> dict[str, int] | None:
-    return None if counter is None else {level: int(counter.get(level, 0)) for level in LEVELS}
+    return None if counter is None else {level: int(counter.get(level, 0)) for level in LABELS}
 
 
 def _mix_settings(mix: Mix) -> dict:
@@ -124,7 +125,7 @@ def _level_table(before: dict | None, after: dict | None, before_title: str, aft
     total_before = sum(before.values()) if before else 0
     total_after = sum(after.values()) if after else 0
     rows = []
-    for level in LEVELS:
+    for level in LABELS:
         rows.append(
             [
                 level,

@@ -1,10 +1,8 @@
-"""Speech level: which assistant answers stay, and rewriting a share of user turns into 반말.
+"""The data build's speech-level stages: which assistant answers stay, and rewriting a share of user turns into 반말.
 
 The classifier and the rewriter come from :mod:`eeve_sft.speech_level`; the build takes them as a
-:class:`SpeechLevels` pair so that the stage logic does not depend on how they work inside.
-
-A conversation's assistant level combines its answers' levels: all ``neutral`` gives ``neutral``, only
-``polite`` (besides neutral) gives ``polite``, only ``banmal`` gives ``banmal``, anything else ``mixed``.
+:class:`SpeechLevels` pair so that the stage logic does not depend on how they work inside (tests pass fakes).
+A conversation's assistant level combines its answers' levels with :func:`eeve_sft.speech_level.levels.combine`.
 """
 
 from __future__ import annotations
@@ -12,18 +10,17 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from ..errors import UserError
+from ..speech_level import BANMAL, LABELS, POLITE, classify_batch, to_banmal_batch
+from ..speech_level.levels import combine
 from .ledger import Ledger
 from .mix import BanmalRewriteStage, SpeechLevelStage
 from .normalise import Example, preview
 
-POLITE, BANMAL, MIXED, NEUTRAL = "polite", "banmal", "mixed", "neutral"
-LEVELS = (POLITE, BANMAL, MIXED, NEUTRAL)
 CALL_TEXTS = 4096  # texts per classify_batch call: each call is batched inside, this only paces the bar
 REWRITE_ROWS = 4096  # rows whose user turns are rewritten per round
 
@@ -32,26 +29,16 @@ REWRITE_ROWS = 4096  # rows whose user turns are rewritten per round
 class SpeechLevels:
     """The two calls the build needs: label texts, and rewrite texts into 반말."""
 
-    classify_batch: Callable[..., list[str]]  # (texts, batch_size=...) -> one of LEVELS per text
+    classify_batch: Callable[..., list[str]]  # (texts, batch_size=...) -> one of LABELS per text
     to_banmal_batch: Callable[[list[str]], list[str]]
 
 
 def load_speech_levels() -> SpeechLevels:
     """The project's classifier and rewriter from eeve_sft.speech_level."""
-    try:
-        from .. import speech_level
-    except ImportError as err:
-        raise UserError(
-            f"the speech_level and banmal_rewrite stages need eeve_sft.speech_level, which cannot be imported "
-            f"({err}); set 'enabled: false' on both stages to build without them"
-        ) from None
-    labels = (speech_level.POLITE, speech_level.BANMAL, speech_level.MIXED, speech_level.NEUTRAL)
-    if labels != LEVELS:
-        raise RuntimeError(f"eeve_sft.speech_level labels are {labels}, the data builder expects {LEVELS}")
-    return SpeechLevels(speech_level.classify_batch, speech_level.to_banmal_batch)
+    return SpeechLevels(classify_batch, to_banmal_batch)
 
 
-def classify(
+def label_texts(
     levels: SpeechLevels, texts: list[str], batch_size: int, progress: Callable[[int], object] | None = None
 ) -> list[str]:
     """Labels for `texts`, checked: one per text, each a known level."""
@@ -61,23 +48,13 @@ def classify(
         got = list(levels.classify_batch(part, batch_size=batch_size))
         if len(got) != len(part):
             raise RuntimeError(f"classify_batch returned {len(got)} labels for {len(part)} texts")
-        unknown = set(got) - set(LEVELS)
+        unknown = set(got) - set(LABELS)
         if unknown:
             raise RuntimeError(f"classify_batch returned unknown labels {sorted(unknown)}")
         labels.extend(got)
         if progress:
             progress(len(part))
     return labels
-
-
-def combine(labels: Sequence[str]) -> str:
-    """One level for a conversation from the levels of its turns."""
-    seen = set(labels) - {NEUTRAL}
-    if not seen:
-        return NEUTRAL
-    if len(seen) == 1 and MIXED not in seen:
-        return seen.pop()
-    return MIXED
 
 
 class AssistantLevelFilter:
@@ -101,7 +78,7 @@ class AssistantLevelFilter:
                     texts.append(message["content"])
                     owners.append(i)
         start = time.perf_counter()
-        labels = classify(self.levels, texts, self.settings.batch_size)
+        labels = label_texts(self.levels, texts, self.settings.batch_size)
         self.seconds += time.perf_counter() - start
         per_row: list[list[str]] = [[] for _ in batch]
         for owner, label in zip(owners, labels, strict=True):
@@ -150,7 +127,7 @@ def _checked_rewrites(
     rewritten = list(levels.to_banmal_batch(originals))
     if len(rewritten) != len(originals):
         raise RuntimeError(f"to_banmal_batch returned {len(rewritten)} texts for {len(originals)}")
-    checks = classify(levels, rewritten, batch_size)
+    checks = label_texts(levels, rewritten, batch_size)
     good: dict[int, list[tuple[int, str, str]]] = {}
     for (i, j), before, after, label in zip(turns, originals, rewritten, checks, strict=True):
         if label == BANMAL and after.strip() and after != before:
@@ -179,7 +156,7 @@ def rewrite_user_turns(
                 user_texts.append(message["content"])
                 owners.append((i, j))
     with tqdm(total=len(user_texts), desc="user turns", unit="turn", disable=not show_progress, leave=False) as bar:
-        labels = classify(levels, user_texts, settings.batch_size, progress=bar.update)
+        labels = label_texts(levels, user_texts, settings.batch_size, progress=bar.update)
     polite_turns: dict[int, list[int]] = {}
     for (i, j), label in zip(owners, labels, strict=True):
         report.user_before[label] += 1

@@ -1,21 +1,31 @@
-"""The speech-level stage and the 반말 rewrite, against the small fake in test_dataprep_support."""
+"""The speech-level stage and the 반말 rewrite, against the small fake in helpers.py."""
 
 from __future__ import annotations
 
 import pytest
-from test_dataprep_support import FAKE_SPEECH, fake_classify_batch
 
 from eeve_sft.dataprep.ledger import Ledger
 from eeve_sft.dataprep.mix import BanmalRewriteStage, SpeechLevelStage
 from eeve_sft.dataprep.normalise import Example
-from eeve_sft.dataprep.politeness import (
+from eeve_sft.dataprep.speech_level_stage import (
     AssistantLevelFilter,
     SpeechLevels,
-    classify,
-    combine,
+    label_texts,
     load_speech_levels,
     rewrite_user_turns,
 )
+from eeve_sft.speech_level import BANMAL, MIXED, NEUTRAL, POLITE
+from eeve_sft.speech_level import LABELS as LEVELS
+from eeve_sft.speech_level.levels import combine
+from helpers import FAKE_SPEECH, fake_classify_batch, fake_to_banmal_batch
+
+
+def test_fake_follows_the_speech_level_contract():
+    texts = ["설명해 주세요.", "밥 먹었어?", "좋습니다. 그래.", "1. 2. 3."]
+    labels = fake_classify_batch(texts)
+    assert labels == [POLITE, BANMAL, MIXED, NEUTRAL]
+    assert set(labels) <= set(LEVELS)
+    assert fake_classify_batch(fake_to_banmal_batch(["설명해 주세요."])) == [BANMAL]
 
 
 def example(i: int, user: str, *answers: str) -> Example:
@@ -70,10 +80,10 @@ def test_filter_settings_choose_what_stays():
 def test_classify_rejects_a_classifier_that_breaks_the_contract():
     short = SpeechLevels(lambda texts, batch_size=256: ["polite"], FAKE_SPEECH.to_banmal_batch)
     with pytest.raises(RuntimeError, match="1 labels for 2 texts"):
-        classify(short, ["가", "나"], 8)
+        label_texts(short, ["가", "나"], 8)
     odd = SpeechLevels(lambda texts, batch_size=256: ["casual"] * len(texts), FAKE_SPEECH.to_banmal_batch)
     with pytest.raises(RuntimeError, match="unknown labels"):
-        classify(odd, ["가"], 8)
+        label_texts(odd, ["가"], 8)
 
 
 def _rows(n: int) -> list[Example]:
