@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from eeve_sft.errors import UserError, run_cli
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"font not found: {args.font} (install a Hangul TrueType font, e.g. Debian's fonts-nanum)")
     blocks = [b.strip() for b in Path(args.source).read_text(encoding="utf-8").split("\n\n") if b.strip()]
     pdf = FPDF(format="A4")
-    pdf.set_creation_date(datetime(2026, 12, 1, tzinfo=timezone.utc))  # fixed: a rebuild gives the same bytes
+    pdf.set_creation_date(datetime(2026, 12, 1, tzinfo=UTC))  # fixed: a rebuild gives the same bytes
     pdf.add_font("Nanum", fname=args.font)
     pdf.set_margins(20, 20, 20)
     pdf.add_page()

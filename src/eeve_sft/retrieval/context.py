@@ -47,3 +47,13 @@ def augment_question(index: RetrievalIndex, question: str, top_k: int, mode: str
     """Retrieve for `question` and lay the passages out before it."""
     hits = index.search(question, top_k, mode)
     return format_context(question, hits), hits
+
+
+def rag_augmenter(index: RetrievalIndex, top_k: int, mode: str | None = None):
+    """For chat: a callable that turns a user line into (user turn with passages, source labels to print)."""
+
+    def augment(question: str) -> tuple[str, list[str]]:
+        content, hits = augment_question(index, question, top_k, mode)
+        return content, [f"[{n}] {source_label(h)}" for n, h in enumerate(hits, start=1)]
+
+    return augment

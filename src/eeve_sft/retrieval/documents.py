@@ -181,9 +181,11 @@ def _outline_titles(reader) -> dict[str, int]:
             else:
                 titles.setdefault(" ".join(str(item.title).split()), level)
 
+    from pypdf.errors import PdfReadError
+
     try:
         walk(reader.outline, 1)
-    except Exception:  # a broken outline only costs the headings, not the text
+    except (PdfReadError, KeyError, TypeError, ValueError, AttributeError):  # a broken outline costs only headings
         return {}
     return titles
 
@@ -192,7 +194,7 @@ def _pdf_parts(data: bytes) -> list[tuple[str, str, int]]:
     import io
 
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import DependencyError, PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -200,7 +202,7 @@ def _pdf_parts(data: bytes) -> list[tuple[str, str, int]]:
             # An empty user password is common ("owner-only" protection): such a file opens and reads normally.
             try:
                 opened = reader.decrypt("")
-            except Exception:
+            except (PdfReadError, DependencyError, NotImplementedError, ValueError):
                 opened = 0
             if not opened:
                 raise _BadFile("encrypted_pdf", "encrypted PDF (needs a password)")

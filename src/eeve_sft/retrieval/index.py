@@ -21,7 +21,13 @@ from ..dataprep.output import write_json, write_jsonl
 from ..errors import UserError
 from ..output_dir import atomic_output_dir, check_output_dir
 from .chunking import Chunk, chunk_documents
-from .dense import DenseIndex, embed_documents, embed_queries, load_embedder, model_identity
+from .dense import (
+    DenseIndex,
+    embed_documents,
+    embed_queries,
+    load_embedder,
+    model_identity,
+)
 from .documents import Skipped, load_documents
 from .lexical import CONTENT_TAGS, LexicalIndex, analyze_batch
 
@@ -177,7 +183,7 @@ class RetrievalIndex:
     def _embed(self, queries: list[str]):
         if self._embedder is None:
             self._embedder = load_embedder(self.embedding_model)
-            dim = self._embedder.get_sentence_embedding_dimension()
+            dim = self._embedder.get_embedding_dimension()
             if dim is not None and dim != self.dense.dim:
                 raise UserError(
                     f"embedding model '{self.embedding_model}' gives {dim}-dimensional vectors, the index holds "
