@@ -16,22 +16,10 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    TextStreamer,
-    set_seed,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextStreamer, set_seed
 
 from .errors import UserError, first_line
-from .template import (
-    apply_eeve_template,
-    encode_prompt,
-    pad_token_id,
-    special_token_ids,
-    stop_token_ids,
-)
+from .template import apply_eeve_template, encode_prompt, pad_token_id, special_token_ids, stop_token_ids
 
 DEFAULT_BASE_MODEL = "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
 
