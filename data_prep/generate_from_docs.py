@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         load_config,
         model_generator,
     )
-    from eeve_sft.inference import load_for_inference, resolve_model_source
+    from eeve_sft.inference import load_for_inference
     from eeve_sft.output_dir import check_output_dir
     from eeve_sft.retrieval import RetrievalIndex
 
@@ -57,7 +57,6 @@ def main(argv: list[str] | None = None) -> None:
                          top_k=args.top_k, batch_size=args.batch_size, seed=args.seed)
     check_output_dir(Path(args.output), args.overwrite)
     index = RetrievalIndex(args.index_dir)
-    resolve_model_source(args.model_path)  # a path that is not a model fails here, before any weights load
     model, tokenizer = load_for_inference(args.model_path, load_in_4bit=args.load_in_4bit, device=args.device)
     result = generate_from_docs(index, model_generator(model, tokenizer, config.batch_size), config, args.output,
                                 limit=args.limit, model_name=args.model_path, overwrite=args.overwrite)

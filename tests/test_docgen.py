@@ -8,8 +8,8 @@ import re
 import sys
 
 import pytest
-
 from conftest import DEMO_MODEL, REPO, run_script
+
 from eeve_sft.dataprep.docgen import (
     ANSWER_SYSTEM,
     DocGenConfig,

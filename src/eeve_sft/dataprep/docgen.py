@@ -275,7 +275,8 @@ class DocGen:
         """Rewrite `banmal_share` of the questions into 반말; a rewrite that does not read as 반말 is not used."""
         cfg = self.config
         start = time.perf_counter()
-        polite = [c for c in candidates if self.speech.classify(c.question) == "polite"]
+        levels = self.speech.classify_batch([c.question for c in candidates]) if candidates else []
+        polite = [c for c, level in zip(candidates, levels, strict=True) if level == "polite"]
         target = round(cfg.banmal_share * len(candidates))
         random.Random(f"{cfg.seed}:docgen_banmal").shuffle(polite)
         chosen = polite[: target + target // 4 + 2]  # a few spare: some rewrites fail the check

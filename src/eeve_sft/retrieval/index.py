@@ -154,6 +154,9 @@ class RetrievalIndex:
                 f"index {self.dir} has format version {self.manifest.get('format_version')}; this code reads "
                 f"{FORMAT_VERSION}: rebuild it with data_prep/index_docs.py"
             )
+        missing = [name for name in (CHUNKS, "bm25/params.index.json") if not (self.dir / name).is_file()]
+        if missing:
+            raise UserError(f"index {self.dir} is incomplete (no {', '.join(missing)}); rebuild it")
         with open(self.dir / CHUNKS, encoding="utf-8") as handle:
             self.chunks = [Chunk.from_row(json.loads(line)) for line in handle if line.strip()]
         self.lexical = LexicalIndex.load(self.dir)

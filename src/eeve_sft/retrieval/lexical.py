@@ -53,12 +53,27 @@ def _terms(tokens, tags: frozenset[str]) -> list[str]:
     return terms
 
 
+_word_cache: dict[tuple[str, frozenset[str]], list[str]] = {}
+_CACHE_LIMIT = 2_000_000
+
+
 def analyze_batch(texts: Iterable[str], tags: frozenset[str] = CONTENT_TAGS) -> list[list[str]]:
-    """Content morphemes of each text, one multi-threaded Kiwi call for the lot."""
-    texts = list(texts)
-    if not texts:
+    """Content morphemes of each text.
+
+    Words (whitespace-separated) are analysed one by one, each distinct word once, in one multi-threaded Kiwi
+    call, and remembered: documents repeat their words, so a large corpus costs Kiwi a small share of its text.
+    It also makes the analysis of a word the same in a query as in a document, whatever surrounds it.
+    """
+    words_of = [text.split() for text in texts]
+    if not words_of:
         return []
-    return [_terms(tokens, tags) for tokens in get_kiwi().tokenize(texts)]
+    if len(_word_cache) > _CACHE_LIMIT:
+        _word_cache.clear()
+    todo = list(dict.fromkeys(w for words in words_of for w in words if (w, tags) not in _word_cache))
+    if todo:
+        for word, tokens in zip(todo, get_kiwi().tokenize(todo), strict=True):
+            _word_cache[(word, tags)] = _terms(tokens, tags)
+    return [[t for w in words for t in _word_cache[(w, tags)]] for words in words_of]
 
 
 def analyze(text: str, tags: frozenset[str] = CONTENT_TAGS) -> list[str]:
