@@ -2,6 +2,7 @@
 
     python benchmarks/bench_retrieval.py                              # BM25; results into benchmarks/RESULTS.md
     python benchmarks/bench_retrieval.py --embedding-model PATH       # also dense and hybrid quality
+    python benchmarks/bench_retrieval.py --embedding-model PATH --model-label "English all-MiniLM-L6-v2"
     python benchmarks/bench_retrieval.py --pages 1000 --no-record
 
 Quality: data/wms_docs indexed in paragraph chunks (the default --chunk-chars), recall@1/3/5 and MRR of the
@@ -134,7 +135,7 @@ def render(rows: list[dict], sp: dict, embedding_model: str | None) -> str:
         f"- Quality: data/wms_docs (8 documents) in paragraph chunks (--chunk-chars {DEFAULT_CHUNK_CHARS}), "
         f"{bm25['questions']} questions of eval/wms_questions.jsonl; bar for BM25 recall@1 >= 0.9 and "
         f"recall@5 = 1.0: {'pass' if quality_pass else 'FAIL'}"
-        + (f"; dense model: `{embedding_model}`" if embedding_model else "; no embedding model given (BM25 only)"),
+        + (f"; dense model: {embedding_model}" if embedding_model else "; no embedding model given (BM25 only)"),
         "",
         "| mode | recall@1 | recall@3 | recall@5 | MRR |",
         "| --- | --- | --- | --- | --- |",
@@ -163,13 +164,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--embedding-model", help="sentence-transformers model for dense and hybrid quality")
+    parser.add_argument("--model-label", help="how RESULTS.md names the model (default: --embedding-model as given)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_retrieval-") as tmp:
         work = Path(tmp)
         rows = quality(args.embedding_model, work)
         sp = speed(args.pages, args.queries, args.seed, work)
-    section = render(rows, sp, args.embedding_model)
+    section = render(rows, sp, args.embedding_model and (args.model_label or f"`{args.embedding_model}`"))
     print(section)
     if not args.no_record:
         record(section, BEGIN, END)

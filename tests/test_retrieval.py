@@ -254,3 +254,16 @@ def test_chat_loop_with_rag_shows_the_model_the_passages_and_prints_sources(wms_
     assert user == format_context("택배 상차 마감은 몇 시야?", wms_index.search("택배 상차 마감은 몇 시야?", 2))
     assert "출처 [1] shipping.md · 출고와 배송 > 상차와 출고 확정" in out.getvalue()
     assert "출처 [2]" in out.getvalue()
+
+
+def test_chat_cli_rag_prompt_prints_sources_and_bad_index_is_one_line(tmp_path, wms_index):
+    base = [sys.executable, "scripts/chat.py", "--model-path", str(DEMO_MODEL), "--device", "cpu",
+            "--max-new-tokens", "4", "--greedy", "--prompt", "반품 번호 없이 상품이 오면 어떻게 해?"]
+    result = run_script(*base, "--rag", str(wms_index.dir), "--rag-top-k", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    sources = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("출처")]
+    assert len(sources) == 2 and sources[0].startswith("출처 [1] returns.html · 반품 처리 > 반품 접수")
+    bad = run_script(*base, "--rag", str(tmp_path / "no-index"))
+    assert bad.returncode == 2
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "index folder not found" in errors[0]
