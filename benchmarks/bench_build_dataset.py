@@ -287,8 +287,8 @@ def machine() -> str:
     return f"{cores} CPU cores ({model}), Python {platform.python_version()}, {platform.system()}"
 
 
-def versions() -> str:
-    names = ("datasketch", "kiwipiepy", "kiwipiepy-model", "numpy", "pyyaml", "tqdm")
+def versions(names: tuple[str, ...] = ("datasketch", "kiwipiepy", "kiwipiepy-model", "numpy", "pyyaml", "tqdm")) -> str:
+    """'name version' of each installed package in `names`."""
     found = []
     for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):  # report only what is installed
@@ -324,12 +324,12 @@ def report(rows: int, stats: dict, wall: float, input_mb: float) -> str:
     return "\n".join(lines)
 
 
-def record(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md, or append it; other sections stay as they are."""
+def record(section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace a benchmark's section of RESULTS.md (between its markers), or append it; other sections stay."""
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"

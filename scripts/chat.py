@@ -1,11 +1,13 @@
 """Chat with EEVE: the base model, a LoRA adapter from a training run, or a merged model.
 
-    python scripts/chat.py [--model-path PATH] [--load-in-4bit] [--prompt TEXT]
+    python scripts/chat.py [--model-path PATH] [--load-in-4bit] [--prompt TEXT] [--rag INDEX_DIR [--rag-top-k K]]
 
 PATH is OUTPUT_DIR/final, OUTPUT_DIR/checkpoint-N, a merged model directory, or a Hub id (default: the
 base model yanolja/EEVE-Korean-Instruct-10.8B-v1.0). An adapter names its base model and carries the template.
 Without --prompt it is an interactive multi-turn chat (/reset starts over, /exit quits); with --prompt it
-prints one answer and exits.
+prints one answer and exits. With --rag, every user turn is answered from the passages retrieved for it from
+INDEX_DIR (data_prep/index_docs.py), laid out as in the rows of data_prep/generate_from_docs.py, and the sources
+are printed under each answer.
 """
 
 import argparse
@@ -32,6 +34,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty)
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     parser.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    parser.add_argument("--rag", metavar="INDEX_DIR", help="retrieve passages from this index for every user turn")
+    parser.add_argument("--rag-top-k", type=int, default=3, help="passages retrieved per turn with --rag (default 3)")
     return parser.parse_args(argv)
 
 
@@ -43,13 +47,24 @@ def main(argv: list[str]) -> None:
     )
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("--prompt is empty")
+    augment = None
+    if args.rag:
+        from eeve_sft.retrieval import RetrievalIndex
+        from eeve_sft.retrieval.context import rag_augmenter
+
+        if args.rag_top_k < 1:
+            raise UserError(f"--rag-top-k must be at least 1, got {args.rag_top_k}")
+        augment = rag_augmenter(RetrievalIndex(args.rag), args.rag_top_k)
     model, tokenizer = load_for_inference(args.model_path, load_in_4bit=args.load_in_4bit, device=args.device)
     system = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
-        messages = [*system, {"role": "user", "content": args.prompt}]
+        content, sources = augment(args.prompt) if augment else (args.prompt, [])
+        messages = [*system, {"role": "user", "content": content}]
         print(generate(model, tokenizer, messages, **asdict(sampling)))
+        for source in sources:
+            print(f"  출처 {source}")
         return
-    chat_loop(model, tokenizer, sampling, system_prompt=args.system)
+    chat_loop(model, tokenizer, sampling, system_prompt=args.system, augment=augment)
 
 
 if __name__ == "__main__":

@@ -347,10 +347,12 @@ def chat_loop(
     system_prompt: str | None = None,
     read: Callable[[str], str] = input,
     out: TextIO | None = None,
+    augment: Callable[[str], tuple[str, list[str]]] | None = None,
 ) -> list[dict]:
     """Interactive multi-turn chat; returns the conversation as it stood at exit.
 
     History is re-rendered through the template every turn, so the model sees exactly what training showed it.
+    `augment` (chat --rag) turns each user line into the turn the model sees and the sources printed after the answer.
     """
     out = out or sys.stdout
     start = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -370,6 +372,9 @@ def chat_loop(
             messages = list(start)
             print("(new conversation)", file=out, flush=True)
             continue
+        sources: list[str] = []
+        if augment is not None:
+            line, sources = augment(line)
         messages.append({"role": "user", "content": line})
         out.write("EEVE> ")
         out.flush()
@@ -382,3 +387,5 @@ def chat_loop(
             print("\n(interrupted)", file=out, flush=True)
             continue
         messages.append({"role": "assistant", "content": answer})
+        for source in sources:
+            print(f"  출처 {source}", file=out, flush=True)

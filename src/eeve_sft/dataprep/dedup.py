@@ -1,6 +1,6 @@
 """Exact and near-duplicate removal.
 
-Both compare a conversation's *dedup text*: every user and assistant turn, case-folded, with whitespace and
+Both compare a conversation's *dedup text*: every user and assistant turn (block quotes left out), case-folded, with whitespace and
 punctuation removed. Exact duplicates share a hash of that text. Near duplicates are found with MinHash over
 character shingles and datasketch's MinHash LSH index; each candidate the index returns is confirmed by its
 estimated Jaccard similarity. The first occurrence (in mix order, then row order) is kept.
@@ -26,6 +26,7 @@ NEAR_DUPLICATE = "near_duplicate"
 SCHEME = "affine32"
 
 _NOT_WORD = re.compile(r"[\W_]+")
+_BLOCK_QUOTE = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
 _POLY = np.uint64(0x100000001B3)  # odd multiplier of the shingle polynomial hash
 _CHUNK_SHINGLES = 1 << 17  # shingles per numpy batch: num_perm x this x 4 bytes stays around 64 MiB
 # Band layout weights (false positive, false negative): a false candidate costs one Jaccard check, a miss
@@ -34,8 +35,12 @@ LSH_WEIGHTS = (0.1, 0.9)
 
 
 def dedup_text(messages: Messages) -> str:
-    """What duplicates are judged on: the user and assistant turns without case, spacing or punctuation."""
-    joined = "\n".join(m["content"] for m in messages if m["role"] != "system")
+    """What duplicates are judged on: the user and assistant turns without case, spacing or punctuation.
+
+    Markdown block-quote lines are left out: rows generated from documents quote the same retrieved passages
+    before different questions (see eeve_sft.retrieval.context), and the passages would make them look alike.
+    """
+    joined = "\n".join(_BLOCK_QUOTE.sub("", m["content"]) for m in messages if m["role"] != "system")
     return _NOT_WORD.sub("", joined.casefold())
 
 
