@@ -31,7 +31,7 @@ from ..retrieval.chunking import Chunk
 from ..retrieval.context import format_context, sources_of
 from ..retrieval.index import Hit, RetrievalIndex
 from ..retrieval.lexical import content_words
-from .mix import MixError, _build, _limits
+from ..validation import SchemaError, build, limits
 from .output import write_json, write_jsonl
 
 Generate = Callable[[list[list[dict]], dict], list[GenerationResult]]  # (conversations, sampling) -> results
@@ -55,31 +55,31 @@ _HANGUL = re.compile(r"[가-힣]")
 class DocGenConfig:
     """Settings of one generation run (a YAML file of these keys overrides the defaults)."""
 
-    questions_per_chunk: int = field(default=2, metadata=_limits(1, 20))
-    top_k: int = field(default=3, metadata=_limits(1, 20))
+    questions_per_chunk: int = field(default=2, metadata=limits(1, 20))
+    top_k: int = field(default=3, metadata=limits(1, 20))
     retrieval_mode: str | None = None  # bm25, dense or hybrid; default: the index's best
-    banmal_share: float = field(default=0.5, metadata=_limits(0, 1))
-    min_groundedness: float = field(default=0.6, metadata=_limits(0, 1))
-    min_question_chars: int = field(default=6, metadata=_limits(low=1))
-    max_question_chars: int = field(default=200, metadata=_limits(low=1))
-    min_answer_chars: int = field(default=15, metadata=_limits(low=1))
-    max_answer_chars: int = field(default=1500, metadata=_limits(low=1))
-    batch_size: int = field(default=8, metadata=_limits(low=1))
-    question_max_new_tokens: int = field(default=256, metadata=_limits(low=1))
-    answer_max_new_tokens: int = field(default=512, metadata=_limits(low=1))
-    temperature: float = field(default=0.7, metadata=_limits(above=0))
-    top_p: float = field(default=0.9, metadata=_limits(high=1, above=0))
-    repetition_penalty: float = field(default=1.1, metadata=_limits(above=0))
+    banmal_share: float = field(default=0.5, metadata=limits(0, 1))
+    min_groundedness: float = field(default=0.6, metadata=limits(0, 1))
+    min_question_chars: int = field(default=6, metadata=limits(low=1))
+    max_question_chars: int = field(default=200, metadata=limits(low=1))
+    min_answer_chars: int = field(default=15, metadata=limits(low=1))
+    max_answer_chars: int = field(default=1500, metadata=limits(low=1))
+    batch_size: int = field(default=8, metadata=limits(low=1))
+    question_max_new_tokens: int = field(default=256, metadata=limits(low=1))
+    answer_max_new_tokens: int = field(default=512, metadata=limits(low=1))
+    temperature: float = field(default=0.7, metadata=limits(above=0))
+    top_p: float = field(default=0.9, metadata=limits(high=1, above=0))
+    repetition_penalty: float = field(default=1.1, metadata=limits(above=0))
     seed: int = 42
-    examples_per_reason: int = field(default=3, metadata=_limits(low=0))  # rejected examples in the data card
+    examples_per_reason: int = field(default=3, metadata=limits(low=0))  # rejected examples in the data card
 
     def check(self, where: str) -> None:
         if self.min_question_chars > self.max_question_chars:
-            raise MixError("'min_question_chars' is above 'max_question_chars'")
+            raise SchemaError("'min_question_chars' is above 'max_question_chars'")
         if self.min_answer_chars > self.max_answer_chars:
-            raise MixError("'min_answer_chars' is above 'max_answer_chars'")
+            raise SchemaError("'min_answer_chars' is above 'max_answer_chars'")
         if self.retrieval_mode not in (None, "bm25", "dense", "hybrid"):
-            raise MixError(f"'retrieval_mode' must be bm25, dense or hybrid, got {self.retrieval_mode!r}")
+            raise SchemaError(f"'retrieval_mode' must be bm25, dense or hybrid, got {self.retrieval_mode!r}")
 
     def sampling(self, max_new_tokens: int) -> dict:
         return {"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": self.temperature,
@@ -101,8 +101,8 @@ def load_config(path: str | Path | None, **overrides) -> DocGenConfig:
             raise UserError(f"config {path}: expected a mapping of keys to values")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        config = _build(DocGenConfig, data, "")
-    except MixError as err:
+        config = build(DocGenConfig, data, "")
+    except SchemaError as err:
         raise UserError(f"config{' ' + str(path) if path else ''}: {err}") from None
     assert isinstance(config, DocGenConfig)
     return config
