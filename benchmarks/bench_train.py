@@ -281,6 +281,12 @@ def worker(args) -> None:
         callbacks=[timer],
     )
     hook_report = apply_hooks(trainer.model, variant.hooks, training.bf16)
+    if args.check_only:  # the fixed-batch check alone, no training (bench_train.py check)
+        result = {"name": variant.name, "status": "check_only", "family": variant.family, "label": variant.label,
+                  "check": fixed_batch_check(trainer, check_examples), "hooks_report": hook_report}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        return
     t_loaded = time.time()
     trainer.train()
     t_done = time.time()
@@ -349,16 +355,15 @@ def environment() -> dict:
 # Orchestration: build what is missing, then each variant in a fresh process, N rounds, GPU clocks sampled.
 
 
-def device_slug() -> str:
+def device_slug(name: str | None = None) -> str:
     """Short device name for a results folder: 'h200' for 'NVIDIA H200', 'h100' for 'NVIDIA H100 80GB HBM3'."""
-    reading = None
-    if shutil.which("nvidia-smi"):
+    if name is None and shutil.which("nvidia-smi"):
         out = subprocess.run(["nvidia-smi", "-i", "0", "--query-gpu=name", "--format=csv,noheader"],
                              check=False, capture_output=True, text=True)
-        reading = out.stdout.strip() if out.returncode == 0 else None
-    if not reading:
+        name = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    if not name:
         return "cpu"
-    words = [w for w in re.split(r"[^a-z0-9]+", reading.lower()) if w and w not in ("nvidia", "geforce", "tesla")]
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in ("nvidia", "geforce", "tesla")]
     return words[0] if words else "gpu"
 
 
@@ -441,6 +446,81 @@ def write_failure(out: Path, variant: Variant, repeat: int, invocation: str, err
     result = {"name": variant.name, "status": "failed", "error": error[:500], "family": variant.family,
               "label": variant.label, "repeat": repeat, "invocation": invocation, "gpu_clocks": clocks}
     out.write_text(json.dumps(result, indent=1))
+
+
+SCORING_KEYS = ("packing", "packing_strategy", "padding_free", "pad_to_multiple_of", "attn_implementation",
+                "use_liger_kernel", "dtype", "load_in_4bit")
+
+
+def scoring_paths(cpu_smoke: bool) -> dict:
+    """One variant per distinct way of scoring the fixed batch (collator, attention, kernels, hooks) and family.
+
+    Steps, batch size, checkpointing, offloading and compilation leave the scored batch and its forward pass as they
+    are; every other difference between two variants gets its own entry, so a new variant with a new path is checked.
+    """
+    paths = {}
+    for v in VARIANTS.values():
+        keys = bench_keys(v, "m", "d", Path("o"), cpu_smoke)
+        base = _recipe_keys(v.recipe)
+        # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing.
+        hooks = tuple(sorted(h for h in v.hooks if not (cpu_smoke and h == "fp32_lora_input_cast")))
+        signature = (v.family, tuple((k, keys.get(k, base.get(k))) for k in SCORING_KEYS), hooks)
+        paths.setdefault(signature, v.name)
+    return {name: signature for signature, name in paths.items()}
+
+
+def _recipe_keys(recipe: str) -> dict:
+    """A recipe file's keys with its base recipes' under them (only what scoring_paths compares)."""
+    import yaml
+
+    path = REPO / recipe
+    keys = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if keys.get("base_recipe"):
+        return {**_recipe_keys(str((path.parent / keys["base_recipe"]).relative_to(REPO))), **keys}
+    return keys
+
+
+def check(args) -> int:
+    """Run the fixed-batch check of the given variants (and their references) without training; 1 if any fails."""
+    names = [n for n in args.variants.split(",") if n] if args.variants else list(scoring_paths(args.cpu_smoke))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"bench_train: unknown variant(s) {', '.join(unknown)} (see `bench_train.py list`)")
+    refs = [REFERENCES[VARIANTS[n].family][0] for n in names]
+    work = Path(args.work)
+    model, data = Path(args.model), Path(args.data)
+    py = sys.executable
+    if not (model / "config.json").is_file():
+        cmd = [py, str(REPO / "benchmarks/synthetic.py"), "model", str(model)] + (["--tiny"] if args.cpu_smoke else [])
+        subprocess.run(cmd, check=True)
+    if not (data / "train.jsonl").is_file():
+        subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)],
+                       check=True)
+    results = {}
+    for name in dict.fromkeys(refs + names):
+        out = work / "checks" / f"{name}.json"
+        cmd = [py, str(Path(__file__).resolve()), "worker", "--check-only", "--variant", name, "--work", str(work),
+               "--model", str(model), "--data", str(data), "--out", str(out)] + (["--cpu-smoke"] if args.cpu_smoke else [])
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0 or not out.is_file():
+            print(f"{name}: FAIL (exit {proc.returncode}): {proc.stdout[-300:]}{proc.stderr[-600:]}", flush=True)
+            results[name] = None
+            continue
+        results[name] = json.loads(out.read_text())
+    failed = 0
+    for name, ref_name in zip(names, refs):
+        mine, ref = results.get(name), results.get(ref_name)
+        c = compare(mine, ref) if mine and ref and name != ref_name else None
+        if name == ref_name:
+            print(f"{name}: reference" + ("" if mine else " (failed)"), flush=True)
+            failed += mine is None
+            continue
+        ok = c is not None and c["pass"]
+        failed += not ok
+        detail = (f"Δloss {c['rel_loss_diff']:.1e} rel, mean |Δ log-prob| {c['mean_abs_logprob_diff']:.4f}, "
+                  f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens" if c else "no result")
+        print(f"{name}: {'PASS' if ok else 'FAIL'} vs {ref_name} ({detail})", flush=True)
+    return 1 if failed else 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -677,6 +757,10 @@ def main() -> None:
     w.add_argument("--variant", required=True, choices=sorted(VARIANTS))
     w.add_argument("--out", required=True, help="result file to write")
     w.add_argument("--no-check", action="store_true")
+    w.add_argument("--check-only", action="store_true", help="score the fixed batch and stop")
+    c = sub.add_parser("check", parents=[common],
+                       help="the fixed-batch check alone for each distinct scoring path among the variants")
+    c.add_argument("--variants", default="", help="comma-separated names (default: one per distinct scoring path)")
     p = sub.add_parser("report", parents=[results], help="tables from every results folder")
     p.add_argument("--write", help="update this RESULTS.md (only this benchmark's section)")
     sub.add_parser("list", help="variant names")
@@ -688,6 +772,8 @@ def main() -> None:
         run(args)
     elif args.command == "worker":
         worker(args)
+    elif args.command == "check":
+        sys.exit(check(args))
     else:
         report(args)
 
