@@ -41,6 +41,7 @@ CHECK_EXAMPLES = 8  # conversations in the fixed correctness batch
 LOSS_RTOL = 1e-3  # relative loss difference allowed between attention/kernel paths in bf16 (a mask error: ~3e-3)
 LEAK_FRACTION = 0.2  # per-token log-prob differences must stay under this share of the mask-error control's
 KNOWN_HOOKS = ("fp32_lora_input_cast", "float8_base")
+RUNNERS = ("bench", "unsloth")
 
 
 @dataclasses.dataclass
@@ -55,6 +56,7 @@ class Variant:
     hooks: tuple = ()  # benchmark-only changes that no recipe key expresses (see apply_hooks)
     env: dict = dataclasses.field(default_factory=dict)  # set in the worker before anything loads
     needs: tuple = ()  # extra Python packages the variant imports
+    runner: str = "bench"  # "bench": this file's worker; else an external trainer in bench_external.py
 
 
 def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
@@ -84,10 +86,13 @@ def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
         hooks = tuple(entry.get("hooks") or ())
         if set(hooks) - set(KNOWN_HOOKS):
             raise ValueError(f"{path}: variant {name}: unknown hook(s) {sorted(set(hooks) - set(KNOWN_HOOKS))}")
+        if entry.get("runner", "bench") not in RUNNERS:
+            raise ValueError(f"{path}: variant {name}: runner must be one of {', '.join(RUNNERS)}")
         variants[name] = Variant(
             name=name, family=entry["family"], label=entry["label"], recipe=recipes[entry["recipe"]],
             overrides=overrides, steps=entry.get("steps", 10), warmup=entry.get("warmup", 3), hooks=hooks,
             env={k: str(v) for k, v in (entry.get("env") or {}).items()}, needs=tuple(entry.get("needs") or ()),
+            runner=entry.get("runner", "bench"),
         )
     for family, names in references.items():
         if any(variants.get(n, Variant(n, "", "", "")).family != family for n in names):
@@ -406,25 +411,32 @@ def run(args) -> None:
 
 
 def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -> None:
-    import importlib.util
+    import importlib.machinery
 
     from gpu_clocks import Sampler
 
     repeat = next_repeat(folder, variant.name)
     out = result_path(folder, variant.name, repeat)
-    missing = [n for n in variant.needs if importlib.util.find_spec(n) is None]
+    external = variant.runner != "bench"
+    search = ([args.external_site] if external and args.external_site else []) + sys.path
+    missing = [n for n in variant.needs if importlib.machinery.PathFinder.find_spec(n, search) is None]
     if missing:
         write_failure(out, variant, repeat, invocation, f"needs {', '.join(missing)} (not installed)")
         print(f"== {variant.name}: skipped, needs {', '.join(missing)}", flush=True)
         return
-    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", "--variant", variant.name, "--work", str(work),
-           "--model", args.model, "--data", args.data, "--out", str(out)] + (["--cpu-smoke"] if args.cpu_smoke else [])
+    script = "bench_external.py" if external else "bench_train.py"
+    cmd = [sys.executable, str(REPO / "benchmarks" / script)] + ([] if external else ["worker"]) + [
+        "--variant", variant.name, "--work", str(work), "--model", args.model, "--data", args.data, "--out", str(out),
+    ] + (["--cpu-smoke"] if args.cpu_smoke and not external else [])
+    env = dict(os.environ)
+    if external and args.external_site:  # the external trainer's own package set, first on the path
+        env["PYTHONPATH"] = os.pathsep.join([args.external_site, str(REPO / "src"), env.get("PYTHONPATH", "")])
     log = work / "logs" / f"{out.stem}.log"
     started = time.time()
     print(f"== {variant.name} (run {repeat})", flush=True)
     with open(log, "w") as f, Sampler() as clocks:
         try:
-            proc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.STDOUT, timeout=args.timeout)
+            proc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.STDOUT, timeout=args.timeout, env=env)
             code = proc.returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
@@ -460,6 +472,8 @@ def scoring_paths(cpu_smoke: bool) -> dict:
     """
     paths = {}
     for v in VARIANTS.values():
+        if v.runner != "bench":  # an external trainer scores nothing through the project's collator
+            continue
         keys = bench_keys(v, "m", "d", Path("o"), cpu_smoke)
         base = _recipe_keys(v.recipe)
         # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing.
@@ -486,6 +500,12 @@ def check(args) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"bench_train: unknown variant(s) {', '.join(unknown)} (see `bench_train.py list`)")
+    import importlib.util
+
+    missing = {n: [m for m in VARIANTS[n].needs if importlib.util.find_spec(m) is None] for n in names}
+    for name in [n for n in names if missing[n]]:
+        print(f"{name}: not checked, needs {', '.join(missing[name])} (not installed)", flush=True)
+    names = [n for n in names if not missing[n]]
     refs = [REFERENCES[VARIANTS[n].family][0] for n in names]
     work = Path(args.work)
     model, data = Path(args.model), Path(args.data)
@@ -751,6 +771,7 @@ def main() -> None:
     r.add_argument("--variants", default="", help="comma-separated names (default: all, in table order)")
     r.add_argument("--repeat", type=int, default=1, help="rounds over the variants (each variant N times, interleaved)")
     r.add_argument("--timeout", type=int, default=480, help="seconds per variant")
+    r.add_argument("--external-site", default="", help="package folder for external-trainer variants (Unsloth)")
     r.add_argument("--date", default=datetime.datetime.now(datetime.UTC).date().isoformat(),
                    help="date of the results folder (default: today, UTC)")
     w = sub.add_parser("worker", parents=[common], help="(internal) one variant")

@@ -138,7 +138,6 @@ def tiny_model_and_data(tmp_path_factory):
 
 def test_every_scoring_path_of_the_variant_table_passes_the_fixed_batch_check_on_cpu(tiny_model_and_data):
     """A new variant with a new collator, attention or hook path is checked here before it reaches the GPU."""
-    pytest.importorskip("torchao")  # the FP8 path's casts (pip install -e ".[fp8]")
     bench = bench_module()
     root = tiny_model_and_data
     proc = subprocess.run(
@@ -151,6 +150,37 @@ def test_every_scoring_path_of_the_variant_table_passes_the_fixed_batch_check_on
     for name in paths:
         line = next(x for x in proc.stdout.splitlines() if x.startswith(f"{name}:"))
         refs = bench.REFERENCES[bench.VARIANTS[name].family]
+        if any(importlib.util.find_spec(m) is None for m in bench.VARIANTS[name].needs):  # an extra not installed
+            assert "not checked, needs" in line, line
+            continue
         assert ("reference" in line) if name == refs[0] else ("PASS" in line), line
     packed = json.loads((root / "w/checks/q_packed.json").read_text())["check"]
     assert packed["leak_control_loss"] != packed["loss"]  # the packed path really scored a flattened batch
+
+
+def test_an_external_trainer_variant_without_its_packages_is_recorded_as_not_run(tmp_path):
+    bench = bench_module()
+    variant = bench.VARIANTS["x_unsloth_packed"]
+    assert variant.runner == "unsloth" and "x_unsloth_packed" not in bench.scoring_paths(cpu_smoke=True)
+    args = type("Args", (), {"external_site": str(tmp_path / "empty"), "model": "m", "data": "d", "cpu_smoke": True,
+                             "timeout": 10})()
+    bench.run_one(variant, args, tmp_path / "work", tmp_path, "now")
+    result = json.loads((tmp_path / "x_unsloth_packed.json").read_text())
+    assert result["status"] == "failed" and result["error"] == "needs unsloth (not installed)"
+
+
+def test_the_external_runner_trains_the_tokens_and_answer_masks_the_project_trains(tiny_model_and_data):
+    from transformers import AutoTokenizer
+
+    from eeve_sft.data import tokenize_conversation
+
+    external = load_module("bench_external")
+    root = tiny_model_and_data
+    tokenizer = AutoTokenizer.from_pretrained(root / "model")
+    keys = {"max_length": 256, "assistant_only_loss": True}
+    dataset, _ = external.training_rows(str(root / "data"), tokenizer, keys)
+    first = json.loads((root / "data/train.jsonl").read_text().splitlines()[0])["messages"]
+    expected = tokenize_conversation(first, tokenizer, 256, True)
+    assert dataset[0]["input_ids"] == expected["input_ids"]
+    assert dataset[0]["assistant_masks"] == [int(x != -100) for x in expected["labels"]]
+    assert 0 < sum(dataset[0]["assistant_masks"]) < len(dataset[0]["input_ids"])  # answer only, not the prompt
