@@ -1,17 +1,20 @@
 """Training-speed benchmark: named variants of the project's recipes, each trained for a fixed number of steps on one
 GPU, in its own process, on the same synthetic data and EEVE-shaped random-weight model.
 
-    python benchmarks/bench_train.py run --work /tmp/bench [--variants q_padded,q_packed,...]
-    python benchmarks/bench_train.py report --work /tmp/bench [--write benchmarks/RESULTS.md]
+    python benchmarks/bench_train.py run [--variants q_default,b_fast,...] [--repeat N]
+    python benchmarks/bench_train.py report [--write benchmarks/RESULTS.md]
+    python benchmarks/bench_train.py check --cpu-smoke      # the fixed-batch check alone, one per scoring path
     python benchmarks/bench_train.py list
 
-A variant is a recipe plus overrides, parsed by the project's `parse_recipe` and trained by TRL's `SFTTrainer`
-exactly as `scripts/sft.py` builds it (same tokenizer, tokenization, model-loading kwargs, PEFT and quantization
-config). Per variant the worker reports, over the steps after warm-up: non-padding tokens/s, trained (label) tokens/s,
-s/step, and peak allocated / reserved GPU memory over the whole training loop. Before its first step it scores a fixed
-batch of conversations with its own collator and attention path; `report` compares that loss and the number of trained
-tokens with the plain padded variant of the same family (QLoRA or bf16), the check that packing, padding-free
-attention and kernel swaps leave the objective unchanged.
+The variants are data (`benchmarks/train_variants.yaml`): a recipe plus overrides, parsed by the project's
+`parse_recipe` and trained by TRL's `SFTTrainer` exactly as `scripts/sft.py` builds it (same tokenizer, tokenization,
+model-loading kwargs, PEFT and quantization config). Per variant the worker reports, over the steps after warm-up:
+non-padding tokens/s, trained (label) tokens/s, s/step, and peak allocated / reserved GPU memory over the whole
+training loop; the runner adds the GPU's clocks, power and temperature before, during and after (gpu_clocks.py).
+Results go to `benchmarks/results/train_speed/<date>_<device>/<variant>.json` (repeats: `<variant>.runN.json`).
+Before its first step every variant scores a fixed batch of conversations with its own collator and attention path;
+`report` compares that loss and the trained tokens with its family's reference in the same folder, the check that
+packing, padding-free attention and kernel swaps leave the objective unchanged.
 """
 
 from __future__ import annotations
@@ -520,7 +523,8 @@ def check(args) -> int:
     for name in dict.fromkeys(refs + names):
         out = work / "checks" / f"{name}.json"
         cmd = [py, str(Path(__file__).resolve()), "worker", "--check-only", "--variant", name, "--work", str(work),
-               "--model", str(model), "--data", str(data), "--out", str(out)] + (["--cpu-smoke"] if args.cpu_smoke else [])
+               "--model", str(model), "--data", str(data), "--out", str(out)]
+        cmd += ["--cpu-smoke"] if args.cpu_smoke else []
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if proc.returncode != 0 or not out.is_file():
             print(f"{name}: FAIL (exit {proc.returncode}): {proc.stdout[-300:]}{proc.stderr[-600:]}", flush=True)
@@ -600,7 +604,7 @@ def reference_for(results: dict, r: dict) -> str | None:
 
 
 def check_against_reference(results: dict, r: dict) -> tuple[str, dict] | None:
-    """(reference name, :func:`compare` of `r` with run 1 of it); None for the reference itself or nothing to compare."""
+    """(reference name, :func:`compare` of `r` with run 1 of it); None for the reference itself or nothing to check."""
     ref_name = reference_for(results, r)
     if r.get("status") != "ok" or ref_name is None:
         return None

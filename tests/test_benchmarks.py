@@ -140,10 +140,11 @@ def test_every_scoring_path_of_the_variant_table_passes_the_fixed_batch_check_on
     """A new variant with a new collator, attention or hook path is checked here before it reaches the GPU."""
     bench = bench_module()
     root = tiny_model_and_data
+    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/bench_train.py"), "check", "--cpu-smoke", "--work", str(root / "w"),
          "--model", str(root / "model"), "--data", str(root / "data")],
-        check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     paths = bench.scoring_paths(cpu_smoke=True)
