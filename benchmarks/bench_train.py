@@ -1,17 +1,20 @@
 """Training-speed benchmark: named variants of the project's recipes, each trained for a fixed number of steps on one
 GPU, in its own process, on the same synthetic data and EEVE-shaped random-weight model.
 
-    python benchmarks/bench_train.py run --work /tmp/bench [--variants q_padded,q_packed,...]
-    python benchmarks/bench_train.py report --work /tmp/bench [--write benchmarks/RESULTS.md]
+    python benchmarks/bench_train.py run [--variants q_default,b_fast,...] [--repeat N]
+    python benchmarks/bench_train.py report [--write benchmarks/RESULTS.md]
+    python benchmarks/bench_train.py check --cpu-smoke      # the fixed-batch check alone, one per scoring path
     python benchmarks/bench_train.py list
 
-A variant is a recipe plus overrides, parsed by the project's `parse_recipe` and trained by TRL's `SFTTrainer`
-exactly as `scripts/sft.py` builds it (same tokenizer, tokenization, model-loading kwargs, PEFT and quantization
-config). Per variant the worker reports, over the steps after warm-up: non-padding tokens/s, trained (label) tokens/s,
-s/step, and peak allocated / reserved GPU memory over the whole training loop. Before its first step it scores a fixed
-batch of conversations with its own collator and attention path; `report` compares that loss and the number of trained
-tokens with the plain padded variant of the same family (QLoRA or bf16), the check that packing, padding-free
-attention and kernel swaps leave the objective unchanged.
+The variants are data (`benchmarks/train_variants.yaml`): a recipe plus overrides, parsed by the project's
+`parse_recipe` and trained by TRL's `SFTTrainer` exactly as `scripts/sft.py` builds it (same tokenizer, tokenization,
+model-loading kwargs, PEFT and quantization config). Per variant the worker reports, over the steps after warm-up:
+non-padding tokens/s, trained (label) tokens/s, s/step, and peak allocated / reserved GPU memory over the whole
+training loop; the runner adds the GPU's clocks, power and temperature before, during and after (gpu_clocks.py).
+Results go to `benchmarks/results/train_speed/<date>_<device>/<variant>.json` (repeats: `<variant>.runN.json`).
+Before its first step every variant scores a fixed batch of conversations with its own collator and attention path;
+`report` compares that loss and the trained tokens with its family's reference in the same folder, the check that
+packing, padding-free attention and kernel swaps leave the objective unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import dataclasses
 import datetime
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -30,24 +35,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-ORIGINAL = "recipes/eeve_banmal_original.yaml"
-BF16 = "recipes/eeve_banmal_bf16.yaml"
-DEFAULT = "recipes/eeve_banmal.yaml"
-BF16_FAST = "recipes/eeve_banmal_bf16_fast.yaml"
+VARIANTS_FILE = REPO / "benchmarks/train_variants.yaml"
+RESULTS_ROOT = REPO / "benchmarks/results/train_speed"
 
 # The original workload whose wall time each variant's throughput is turned into: 100K conversations, 2 epochs.
 WORKLOAD_SAMPLES = 100_000 * 2
 CHECK_EXAMPLES = 8  # conversations in the fixed correctness batch
 LOSS_RTOL = 1e-3  # relative loss difference allowed between attention/kernel paths in bf16 (a mask error: ~3e-3)
 LEAK_FRACTION = 0.2  # per-token log-prob differences must stay under this share of the mask-error control's
-
-PACKED = {"packing": True, "packing_strategy": "bfd", "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1}
+KNOWN_HOOKS = ("fp32_lora_input_cast", "float8_base")
+RUNNERS = ("bench", "unsloth")
 
 
 @dataclasses.dataclass
 class Variant:
     name: str
-    family: str  # "qlora" or "bf16": variants of one family are checked against its padded variant
+    family: str  # "qlora" or "bf16": variants of one family are checked against its reference
     label: str
     recipe: str
     overrides: dict = dataclasses.field(default_factory=dict)
@@ -55,110 +58,52 @@ class Variant:
     warmup: int = 3  # steps left out of the timing (kernel compilation, allocator growth, paged optimizer setup)
     hooks: tuple = ()  # benchmark-only changes that no recipe key expresses (see apply_hooks)
     env: dict = dataclasses.field(default_factory=dict)  # set in the worker before anything loads
+    needs: tuple = ()  # extra Python packages the variant imports
+    runner: str = "bench"  # "bench": this file's worker; else an external trainer in bench_external.py
 
 
-# The variants measured before scripts/sft.py skipped PEFT's fp32 copy of LoRA inputs keep that copy, so that a
-# rerun measures what their rows in RESULTS.md describe; the shipped-recipe variants run exactly as sft.py does.
-KEEP_CAST = ("fp32_lora_input_cast",)
+def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
+    """The variant table and each family's reference order, from the variants file (see its header)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    recipes, presets, references = data["recipes"], data.get("presets", {}), data["references"]
+    fields = {f.name for f in dataclasses.fields(Variant)} | {"use"}
+    variants = {}
+    for entry in data["variants"]:
+        name = entry.get("name", "?")
+        unknown = set(entry) - fields
+        if unknown:
+            raise ValueError(f"{path}: variant {name}: unknown field(s) {sorted(unknown)}")
+        if name in variants:
+            raise ValueError(f"{path}: variant {name} is defined twice")
+        if entry.get("recipe") not in recipes or entry.get("family") not in references:
+            raise ValueError(f"{path}: variant {name}: recipe must be one of {sorted(recipes)} and family one of "
+                             f"{sorted(references)}")
+        overrides = {}
+        for preset in entry.get("use", []):
+            if preset not in presets:
+                raise ValueError(f"{path}: variant {name}: no preset {preset!r}")
+            overrides.update(presets[preset])
+        overrides.update(entry.get("overrides") or {})
+        hooks = tuple(entry.get("hooks") or ())
+        if set(hooks) - set(KNOWN_HOOKS):
+            raise ValueError(f"{path}: variant {name}: unknown hook(s) {sorted(set(hooks) - set(KNOWN_HOOKS))}")
+        if entry.get("runner", "bench") not in RUNNERS:
+            raise ValueError(f"{path}: variant {name}: runner must be one of {', '.join(RUNNERS)}")
+        variants[name] = Variant(
+            name=name, family=entry["family"], label=entry["label"], recipe=recipes[entry["recipe"]],
+            overrides=overrides, steps=entry.get("steps", 10), warmup=entry.get("warmup", 3), hooks=hooks,
+            env={k: str(v) for k, v in (entry.get("env") or {}).items()}, needs=tuple(entry.get("needs") or ()),
+            runner=entry.get("runner", "bench"),
+        )
+    for family, names in references.items():
+        if any(variants.get(n, Variant(n, "", "", "")).family != family for n in names):
+            raise ValueError(f"{path}: references of {family} must be variants of that family")
+    return variants, references
 
 
-def _v(name, family, label, recipe, overrides=None, steps=10, warmup=3, hooks=KEEP_CAST, env=None):
-    return Variant(name, family, label, recipe, dict(overrides or {}), steps, warmup, tuple(hooks), dict(env or {}))
-
-
-LIGER = {"use_liger_kernel": True}
-FLEX = {"attn_implementation": "flex_attention", "pad_to_multiple_of": 2048}  # fixed shapes: one flex compile
-NO_CKPT = {"activation_checkpointing": False}
-SDPA = {"attn_implementation": "sdpa", "pad_to_multiple_of": None}
-# TRL's selective checkpointing keeps the SDPA kernels' outputs and recomputes the rest (flex is not on its list).
-SAC = {"activation_checkpointing_kwargs": {"use_reentrant": False, "selective": True}}
-# torch.compile through the Trainer, one decoder layer compiled and reused for all 48 (accelerate's regional
-# compilation: the whole 10.8B graph would take far longer to compile); warm-up covers the compilation.
-COMPILE = {"torch_compile": True}
-REGIONAL = {"ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION": "true"}
-
-VARIANTS = {
-    v.name: v
-    for v in [
-        # QLoRA (NF4, double quant, bf16 compute), activation checkpointing on throughout.
-        _v("q_padded", "qlora", "QLoRA, batch 4 padded to longest (original)", ORIGINAL, steps=6, warmup=2),
-        _v("q_packed", "qlora", "QLoRA, packed 4x2048 bfd padding-free, sdpa", ORIGINAL, PACKED),
-        _v("q_packed_liger", "qlora", "QLoRA, packed 4x2048, sdpa, Liger", ORIGINAL, {**PACKED, **LIGER}),
-        _v("q_packed_flex", "qlora", "QLoRA, packed 4x2048, flex attention", ORIGINAL, {**PACKED, **FLEX}),
-        _v("q_packed_liger_flex", "qlora", "QLoRA, packed 4x2048, flex attention, Liger", ORIGINAL,
-           {**PACKED, **LIGER, **FLEX}),
-        _v("q_packed_liger_flex_repeat", "qlora", "QLoRA, packed 4x2048, flex attention, Liger (second run)", ORIGINAL,
-           {**PACKED, **LIGER, **FLEX}),
-        _v("q_packed_liger_flex_offload", "qlora", "QLoRA, packed 4x2048, flex attention, Liger, activation offloading",
-           ORIGINAL, {**PACKED, **LIGER, **FLEX, "activation_offloading": True}),
-        # bf16 LoRA (no quantization).
-        _v("b_padded", "bf16", "bf16 LoRA, batch 4 padded to longest", BF16, steps=6, warmup=2),
-        _v("b_packed", "bf16", "bf16 LoRA, packed 4x2048, sdpa", BF16, PACKED),
-        _v("b_packed_liger_flex", "bf16", "bf16 LoRA, packed 4x2048, flex, Liger", BF16, {**PACKED, **LIGER, **FLEX}),
-        _v("b_nockpt_b1", "bf16", "bf16 LoRA, packed 1x2048 x accum 4, flex, Liger, no checkpointing", BF16,
-           {**PACKED, **LIGER, **FLEX, **NO_CKPT, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
-           steps=10),
-        _v("b_nockpt_b1_nocast", "bf16",
-           "bf16 LoRA, packed 1x2048 x accum 4, flex, Liger, no checkpointing, LoRA input cast off", BF16,
-           {**PACKED, **LIGER, **FLEX, **NO_CKPT, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
-           steps=10, hooks=()),
-        _v("b_nockpt_b1_sdpa", "bf16", "bf16 LoRA, packed 1x2048 x accum 4, sdpa, Liger, no checkpointing", BF16,
-           {**PACKED, **LIGER, **NO_CKPT, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
-           steps=10),
-        _v("b_nockpt_b2", "bf16", "bf16 LoRA, packed 2x2048 x accum 2, flex, Liger, no checkpointing", BF16,
-           {**PACKED, **LIGER, **FLEX, **NO_CKPT, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2},
-           steps=10),
-        _v("b_nockpt_b2_nocast", "bf16",
-           "bf16 LoRA, packed 2x2048 x accum 2, flex, Liger, no checkpointing, LoRA input cast off", BF16,
-           {**PACKED, **LIGER, **FLEX, **NO_CKPT, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2},
-           hooks=()),
-        # LoRA dropout 0 is a change of hyperparameter (the recipes use 0.05), measured to show what dropout costs.
-        _v("b_nockpt_b2_nodrop", "bf16", "bf16 LoRA, packed 2x2048 x accum 2, flex, Liger, no checkpointing, "
-           "lora_dropout 0", BF16, {**PACKED, **LIGER, **FLEX, **NO_CKPT, "per_device_train_batch_size": 2,
-                                   "gradient_accumulation_steps": 2, "lora_dropout": 0.0}),
-        _v("b_nockpt_b4_nodrop", "bf16", "bf16 LoRA, packed 4x2048, flex, Liger, no checkpointing, lora_dropout 0",
-           BF16, {**PACKED, **LIGER, **FLEX, **NO_CKPT, "lora_dropout": 0.0}),
-        _v("b_nockpt_b3_nodrop", "bf16", "bf16 LoRA, packed 3x2048, flex, Liger, no checkpointing, lora_dropout 0",
-           BF16, {**PACKED, **LIGER, **FLEX, **NO_CKPT, "per_device_train_batch_size": 3, "lora_dropout": 0.0}),
-        # The shipped recipes, as scripts/sft.py runs them (fp32 LoRA input copy skipped under bf16 autocast).
-        _v("q_default", "qlora", "recipes/eeve_banmal.yaml as shipped (QLoRA, packed 4x2048, flex, Liger)", DEFAULT,
-           hooks=()),
-        _v("b_fast", "bf16", "recipes/eeve_banmal_bf16_fast.yaml as shipped (packed 2x2048 x accum 2, flex, Liger, "
-           "no checkpointing, lora_dropout 0)", BF16_FAST, hooks=()),
-        _v("b_fast_repeat", "bf16", "recipes/eeve_banmal_bf16_fast.yaml as shipped (second run)", BF16_FAST, hooks=()),
-        _v("b_fast_dropout", "bf16", "recipes/eeve_banmal_bf16_fast.yaml with the original lora_dropout 0.05",
-           BF16_FAST, {"lora_dropout": 0.05}, hooks=()),
-        # Third session: the remaining levers, each against a rerun of the shipped recipe in the same session.
-        _v("q_default_rerun", "qlora", "recipes/eeve_banmal.yaml as shipped (third session)", DEFAULT, hooks=()),
-        _v("q_default_workers", "qlora", "recipes/eeve_banmal.yaml, 4 dataloader workers", DEFAULT,
-           {"dataloader_num_workers": 4, "dataloader_persistent_workers": True}, hooks=()),
-        _v("q_default_b3", "qlora", "recipes/eeve_banmal.yaml, packed 3x2048", DEFAULT,
-           {"per_device_train_batch_size": 3}, hooks=()),
-        _v("q_default_b6", "qlora", "recipes/eeve_banmal.yaml, packed 6x2048", DEFAULT,
-           {"per_device_train_batch_size": 6}, steps=8, hooks=()),
-        _v("q_default_b8", "qlora", "recipes/eeve_banmal.yaml, packed 8x2048", DEFAULT,
-           {"per_device_train_batch_size": 8}, steps=7, hooks=()),
-        _v("q_default_sdpa", "qlora", "recipes/eeve_banmal.yaml with sdpa instead of flex", DEFAULT, SDPA, hooks=()),
-        _v("q_default_sdpa_sac", "qlora", "recipes/eeve_banmal.yaml with sdpa, selective checkpointing", DEFAULT,
-           {**SDPA, **SAC}, hooks=()),
-        _v("q_default_compile", "qlora", "recipes/eeve_banmal.yaml, torch.compile (regional)", DEFAULT, COMPILE,
-           warmup=4, hooks=(), env=REGIONAL),
-        _v("b_fast_rerun", "bf16", "recipes/eeve_banmal_bf16_fast.yaml as shipped (third session)", BF16_FAST,
-           hooks=()),
-        _v("b_fast_compile", "bf16", "recipes/eeve_banmal_bf16_fast.yaml, torch.compile (regional)", BF16_FAST,
-           COMPILE, warmup=4, hooks=(), env=REGIONAL),
-        # Fourth session: the same comparisons again, interleaved, to tell the levers' gains from run-to-run spread.
-        _v("q_default_rerun2", "qlora", "recipes/eeve_banmal.yaml as shipped (fourth session)", DEFAULT, hooks=()),
-        _v("q_default_workers2", "qlora", "recipes/eeve_banmal.yaml, 4 dataloader workers (fourth session)", DEFAULT,
-           {"dataloader_num_workers": 4, "dataloader_persistent_workers": True}, hooks=()),
-        _v("q_default_compile2", "qlora", "recipes/eeve_banmal.yaml, torch.compile (regional; fourth session)",
-           DEFAULT, COMPILE, warmup=4, hooks=(), env=REGIONAL),
-        _v("b_fast_rerun2", "bf16", "recipes/eeve_banmal_bf16_fast.yaml as shipped (fourth session)", BF16_FAST,
-           hooks=()),
-        _v("b_fast_compile2", "bf16", "recipes/eeve_banmal_bf16_fast.yaml, torch.compile (regional; fourth session)",
-           BF16_FAST, COMPILE, warmup=4, hooks=(), env=REGIONAL),
-    ]
-}
+VARIANTS, REFERENCES = load_variants()
 
 
 def bench_keys(variant: Variant, model: str, data: str, out_dir: Path, cpu_smoke: bool) -> dict:
@@ -188,12 +133,26 @@ def bench_keys(variant: Variant, model: str, data: str, out_dir: Path, cpu_smoke
 # Worker: one variant, one process.
 
 
-def apply_hooks(model, hooks: tuple, bf16: bool) -> None:
+def apply_hooks(model, hooks: tuple, bf16: bool) -> dict:
+    """Apply a variant's benchmark-only changes to the trainer's (PEFT-wrapped) model; returns what they report."""
+    report = {}
     # As scripts/sft.py does: under bf16 autocast, no fp32 copy of every LoRA input (see modeling.py).
     if bf16 and "fp32_lora_input_cast" not in hooks:
         from eeve_sft.modeling import skip_redundant_lora_input_casts
 
         skip_redundant_lora_input_casts(model)
+    if "float8_base" in hooks:
+        from float8_lora import FrozenFloat8Linear, convert_lora_base_layers, self_check
+        from torchao.float8.config import Float8LinearConfig
+
+        # A CPU has no FP8 matmul units: torchao emulates the scaled matmul there (the CPU smoke test's path).
+        emulate = next(model.parameters()).device.type == "cpu"
+        report["float8_base_layers"] = convert_lora_base_layers(model, Float8LinearConfig(emulate=emulate))
+        if not report["float8_base_layers"]:
+            raise RuntimeError("float8_base: no LoRA base projection could run in FP8")
+        first = next(m for m in model.modules() if isinstance(m, FrozenFloat8Linear))
+        report["float8_self_check"] = self_check(first)  # one projection against the same matmul in bf16
+    return report
 
 
 def fixed_batch_check(trainer, examples: list[dict]) -> dict:
@@ -302,6 +261,7 @@ def worker(args) -> None:
     class Timer(TrainerCallback):
         def __init__(self):
             self.marks = []
+            self.unix = []  # wall-clock time of each mark, to match GPU clock samples to the timed steps
             self.check = None
 
         def on_train_begin(self, args_, state, control, **kwargs):
@@ -311,10 +271,12 @@ def worker(args) -> None:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             self.marks.append((time.perf_counter(), 0, 0, 0))
+            self.unix.append(time.time())
 
         def on_step_end(self, args_, state, control, **kwargs):
             sync()
             self.marks.append((time.perf_counter(), trainer.input_tokens, trainer.label_tokens, trainer.micro_steps))
+            self.unix.append(time.time())
 
     timer = Timer()
     trainer = BenchTrainer(
@@ -326,7 +288,13 @@ def worker(args) -> None:
         quantization_config=get_quantization_config(recipe.model),
         callbacks=[timer],
     )
-    apply_hooks(trainer.model, variant.hooks, training.bf16)
+    hook_report = apply_hooks(trainer.model, variant.hooks, training.bf16)
+    if args.check_only:  # the fixed-batch check alone, no training (bench_train.py check)
+        result = {"name": variant.name, "status": "check_only", "family": variant.family, "label": variant.label,
+                  "check": fixed_batch_check(trainer, check_examples), "hooks_report": hook_report}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        return
     t_loaded = time.time()
     trainer.train()
     t_done = time.time()
@@ -363,10 +331,12 @@ def worker(args) -> None:
         "load_seconds": t_loaded - t_start,
         "train_seconds": t_done - t_loaded,
         "check": timer.check,
+        "hooks_report": hook_report,
+        "timed_window_unix": [timer.unix[w], timer.unix[-1]],
         "env": environment(),
     }
-    (work / "results").mkdir(parents=True, exist_ok=True)
-    (work / "results" / f"{variant.name}.json").write_text(json.dumps(result, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"RESULT {variant.name}: {tok_s:.0f} tok/s, {result['s_per_step']:.2f} s/step, "
           f"peak {result['peak_allocated_gib'] or 0:.2f} GiB", flush=True)
 
@@ -377,7 +347,7 @@ def environment() -> dict:
     import torch
 
     env = {"torch": torch.__version__, "python": sys.version.split()[0]}
-    for name in ("transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel", "datasets"):
+    for name in ("transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel", "datasets", "torchao"):
         try:
             env[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -390,13 +360,43 @@ def environment() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Orchestration: build what is missing, then each variant in a fresh process.
+# Orchestration: build what is missing, then each variant in a fresh process, N rounds, GPU clocks sampled.
+
+
+def device_slug(name: str | None = None) -> str:
+    """Short device name for a results folder: 'h200' for 'NVIDIA H200', 'h100' for 'NVIDIA H100 80GB HBM3'."""
+    if name is None and shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "-i", "0", "--query-gpu=name", "--format=csv,noheader"],
+                             check=False, capture_output=True, text=True)
+        name = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    if not name:
+        return "cpu"
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in ("nvidia", "geforce", "tesla")]
+    return words[0] if words else "gpu"
+
+
+def result_path(folder: Path, name: str, repeat: int) -> Path:
+    return folder / (f"{name}.json" if repeat == 1 else f"{name}.run{repeat}.json")
+
+
+def next_repeat(folder: Path, name: str) -> int:
+    repeat = 1
+    while result_path(folder, name, repeat).is_file():
+        repeat += 1
+    return repeat
 
 
 def run(args) -> None:
+    names = [n for n in args.variants.split(",") if n] if args.variants else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"bench_train: unknown variant(s) {', '.join(unknown)} (see `bench_train.py list`)")
+    if args.repeat < 1:
+        raise SystemExit("bench_train: --repeat must be at least 1")
     work = Path(args.work)
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    (work / "results").mkdir(parents=True, exist_ok=True)
+    folder = Path(args.results) / f"{args.date}_{'cpu' if args.cpu_smoke else device_slug()}"
+    folder.mkdir(parents=True, exist_ok=True)
     model, data = Path(args.model), Path(args.data)
     py = sys.executable
     if not (model / "config.json").is_file():
@@ -405,67 +405,169 @@ def run(args) -> None:
     if not (data / "train.jsonl").is_file():
         subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)],
                        check=True)
-    queue = work / "queue.txt"
-    names = [n for n in args.variants.split(",") if n] if args.variants else list(VARIANTS)
-    with open(queue, "a") as f:
-        f.writelines(n + "\n" for n in names)
-    idle_since = time.time()
-    while True:
-        pending = [n for n in dict.fromkeys(queue.read_text().split()) if n != "stop"
-                   and not (work / "results" / f"{n}.json").is_file()]
-        if not pending:
-            if "stop" in queue.read_text().split() or time.time() - idle_since > args.wait_for_more:
-                break
-            time.sleep(2)
-            continue
-        # Names are not checked against this process's table: an updated copy of this file may define new ones.
-        run_one(pending[0], args, work)
-        print(report_table(load_results(work), short=True), flush=True)
-        idle_since = time.time()
+    invocation = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    print(f"results: {folder}", flush=True)
+    for _ in range(args.repeat):  # rounds: each variant once per round, so repeats interleave
+        for name in names:
+            run_one(VARIANTS[name], args, work, folder, invocation)
+    print(report_table(load_folder(folder)), flush=True)
 
 
-def run_one(name: str, args, work: Path) -> None:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", "--variant", name, "--work", str(work),
-           "--model", args.model, "--data", args.data] + (["--cpu-smoke"] if args.cpu_smoke else [])
-    log = work / "logs" / f"{name}.log"
+def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -> None:
+    import importlib.machinery
+
+    from gpu_clocks import Sampler
+
+    repeat = next_repeat(folder, variant.name)
+    out = result_path(folder, variant.name, repeat)
+    external = variant.runner != "bench"
+    search = ([args.external_site] if external and args.external_site else []) + sys.path
+    missing = [n for n in variant.needs if importlib.machinery.PathFinder.find_spec(n, search) is None]
+    if missing:
+        write_failure(out, variant, repeat, invocation, f"needs {', '.join(missing)} (not installed)")
+        print(f"== {variant.name}: skipped, needs {', '.join(missing)}", flush=True)
+        return
+    script = "bench_external.py" if external else "bench_train.py"
+    cmd = [sys.executable, str(REPO / "benchmarks" / script)] + ([] if external else ["worker"]) + [
+        "--variant", variant.name, "--work", str(work), "--model", args.model, "--data", args.data, "--out", str(out),
+    ] + (["--cpu-smoke"] if args.cpu_smoke and not external else [])
+    env = dict(os.environ)
+    if external and args.external_site:  # the external trainer's own package set, first on the path
+        env["PYTHONPATH"] = os.pathsep.join([args.external_site, str(REPO / "src"), env.get("PYTHONPATH", "")])
+    log = work / "logs" / f"{out.stem}.log"
     started = time.time()
-    print(f"== {name}", flush=True)
-    with open(log, "w") as f:
+    print(f"== {variant.name} (run {repeat})", flush=True)
+    with open(log, "w") as f, Sampler() as clocks:
         try:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=args.timeout)
+            proc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.STDOUT, timeout=args.timeout, env=env)
             code = proc.returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
-    if not (work / "results" / f"{name}.json").is_file():
+    if out.is_file():
+        result = json.loads(out.read_text())
+        result.update(repeat=repeat, invocation=invocation,
+                      gpu_clocks=clocks.record(tuple(result.get("timed_window_unix") or ()) or None))
+        out.write_text(json.dumps(result, indent=1))
+    else:
         tail = log.read_text(errors="replace").strip().splitlines()[-12:]
         oom = any("OutOfMemoryError" in line or "CUDA out of memory" in line for line in tail)
-        write_failure(work, name, "out of GPU memory" if oom else f"exit {code}: " + " | ".join(tail[-3:]))
+        write_failure(out, variant, repeat, invocation,
+                      "out of GPU memory" if oom else f"exit {code}: " + " | ".join(tail[-3:]), clocks.record())
         print("\n".join(tail), flush=True)
-    print(f"   {name} done in {time.time() - started:.0f}s (exit {code})", flush=True)
+    print(f"   {variant.name} done in {time.time() - started:.0f}s (exit {code})", flush=True)
 
 
-def write_failure(work: Path, name: str, error: str) -> None:
-    variant = VARIANTS.get(name)
-    result = {"name": name, "status": "failed", "error": error[:500],
-              "family": variant.family if variant else None, "label": variant.label if variant else name}
-    (work / "results" / f"{name}.json").write_text(json.dumps(result, indent=1))
+def write_failure(out: Path, variant: Variant, repeat: int, invocation: str, error: str, clocks=None) -> None:
+    result = {"name": variant.name, "status": "failed", "error": error[:500], "family": variant.family,
+              "label": variant.label, "repeat": repeat, "invocation": invocation, "gpu_clocks": clocks}
+    out.write_text(json.dumps(result, indent=1))
+
+
+SCORING_KEYS = ("packing", "packing_strategy", "padding_free", "pad_to_multiple_of", "attn_implementation",
+                "use_liger_kernel", "dtype", "load_in_4bit")
+
+
+def scoring_paths(cpu_smoke: bool) -> dict:
+    """One variant per distinct way of scoring the fixed batch (collator, attention, kernels, hooks) and family.
+
+    Steps, batch size, checkpointing, offloading and compilation leave the scored batch and its forward pass as they
+    are; every other difference between two variants gets its own entry, so a new variant with a new path is checked.
+    """
+    paths = {}
+    for v in VARIANTS.values():
+        if v.runner != "bench":  # an external trainer scores nothing through the project's collator
+            continue
+        keys = bench_keys(v, "m", "d", Path("o"), cpu_smoke)
+        base = _recipe_keys(v.recipe)
+        # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing.
+        hooks = tuple(sorted(h for h in v.hooks if not (cpu_smoke and h == "fp32_lora_input_cast")))
+        signature = (v.family, tuple((k, keys.get(k, base.get(k))) for k in SCORING_KEYS), hooks)
+        paths.setdefault(signature, v.name)
+    return {name: signature for signature, name in paths.items()}
+
+
+def _recipe_keys(recipe: str) -> dict:
+    """A recipe file's keys with its base recipes' under them (only what scoring_paths compares)."""
+    import yaml
+
+    path = REPO / recipe
+    keys = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if keys.get("base_recipe"):
+        return {**_recipe_keys(str((path.parent / keys["base_recipe"]).relative_to(REPO))), **keys}
+    return keys
+
+
+def check(args) -> int:
+    """Run the fixed-batch check of the given variants (and their references) without training; 1 if any fails."""
+    names = [n for n in args.variants.split(",") if n] if args.variants else list(scoring_paths(args.cpu_smoke))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"bench_train: unknown variant(s) {', '.join(unknown)} (see `bench_train.py list`)")
+    import importlib.util
+
+    missing = {n: [m for m in VARIANTS[n].needs if importlib.util.find_spec(m) is None] for n in names}
+    for name in [n for n in names if missing[n]]:
+        print(f"{name}: not checked, needs {', '.join(missing[name])} (not installed)", flush=True)
+    names = [n for n in names if not missing[n]]
+    refs = [REFERENCES[VARIANTS[n].family][0] for n in names]
+    work = Path(args.work)
+    model, data = Path(args.model), Path(args.data)
+    py = sys.executable
+    if not (model / "config.json").is_file():
+        cmd = [py, str(REPO / "benchmarks/synthetic.py"), "model", str(model)] + (["--tiny"] if args.cpu_smoke else [])
+        subprocess.run(cmd, check=True)
+    if not (data / "train.jsonl").is_file():
+        subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)],
+                       check=True)
+    results = {}
+    for name in dict.fromkeys(refs + names):
+        out = work / "checks" / f"{name}.json"
+        cmd = [py, str(Path(__file__).resolve()), "worker", "--check-only", "--variant", name, "--work", str(work),
+               "--model", str(model), "--data", str(data), "--out", str(out)]
+        cmd += ["--cpu-smoke"] if args.cpu_smoke else []
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0 or not out.is_file():
+            print(f"{name}: FAIL (exit {proc.returncode}): {proc.stdout[-300:]}{proc.stderr[-600:]}", flush=True)
+            results[name] = None
+            continue
+        results[name] = json.loads(out.read_text())
+    failed = 0
+    for name, ref_name in zip(names, refs):
+        mine, ref = results.get(name), results.get(ref_name)
+        c = compare(mine, ref) if mine and ref and name != ref_name else None
+        if name == ref_name:
+            print(f"{name}: reference" + ("" if mine else " (failed)"), flush=True)
+            failed += mine is None
+            continue
+        ok = c is not None and c["pass"]
+        failed += not ok
+        detail = (f"Δloss {c['rel_loss_diff']:.1e} rel, mean |Δ log-prob| {c['mean_abs_logprob_diff']:.4f}, "
+                  f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens" if c else "no result")
+        print(f"{name}: {'PASS' if ok else 'FAIL'} vs {ref_name} ({detail})", flush=True)
+    return 1 if failed else 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Report.
+# Report: one table per results folder (date and device), rows in variant-table order, repeats after each other.
 
 
-def load_results(work: Path) -> dict:
-    results = {}
-    for path in sorted((Path(work) / "results").glob("*.json")):
+def load_folder(folder: Path) -> dict:
+    """{variant name: [result of run 1, run 2, ...]} for the variants of the table that have results in `folder`."""
+    found = {}
+    for path in sorted(Path(folder).glob("*.json")):
         r = json.loads(path.read_text())
         if r.get("name") in VARIANTS:
-            results[r["name"]] = r
-    return {name: results[name] for name in VARIANTS if name in results}
+            found.setdefault(r["name"], []).append(r)
+    return {name: sorted(found[name], key=lambda r: r.get("repeat", 1)) for name in VARIANTS if name in found}
+
+
+def load_all(root: Path) -> dict:
+    """{folder name ('2026-12-01_h200'): load_folder(...)}, oldest first."""
+    return {p.name: load_folder(p) for p in sorted(Path(root).iterdir()) if p.is_dir() and any(p.glob("*.json"))}
 
 
 def compare(result: dict, reference: dict | None) -> dict | None:
-    """The fixed-batch check of `result` against the padded variant of its family."""
+    """The fixed-batch check of `result` against `reference` (same batch, same model weights)."""
     mine, ref = result.get("check"), (reference or {}).get("check")
     if not mine or not ref:
         return None
@@ -492,107 +594,152 @@ def compare(result: dict, reference: dict | None) -> dict | None:
     return out
 
 
-PADDED = {"qlora": "q_padded", "bf16": "b_padded"}  # the reference variant of each family
+def reference_for(results: dict, r: dict) -> str | None:
+    """The variant `r` is checked against: the first of its family's references with a good result in the folder."""
+    for name in REFERENCES.get(r.get("family"), ()):
+        runs = results.get(name, [])
+        if runs and runs[0].get("status") == "ok":
+            return name
+    return None
 
 
-def check_against_padded(results: dict, r: dict) -> dict | None:
-    """:func:`compare` of `r` with the padded variant of its family; None where either has no result to compare."""
-    ref = results.get(PADDED.get(r.get("family"), ""))
-    if r.get("status") != "ok" or ref is None or ref is r or ref.get("status") != "ok":
+def check_against_reference(results: dict, r: dict) -> tuple[str, dict] | None:
+    """(reference name, :func:`compare` of `r` with run 1 of it); None for the reference itself or nothing to check."""
+    ref_name = reference_for(results, r)
+    if r.get("status") != "ok" or ref_name is None:
         return None
-    return compare(r, ref)
+    ref = results[ref_name][0]
+    if ref is r:
+        return None
+    c = compare(r, ref)
+    return (ref_name, c) if c is not None else None
 
 
 def _f(x, fmt):
     return "–" if x is None else format(x, fmt)
 
 
-def report_table(results: dict, short: bool = False) -> str:
+def _row_name(r: dict) -> str:
+    return f"`{r['name']}`" + (f" run {r['repeat']}" if r.get("repeat", 1) > 1 else "")
+
+
+def _clocks(r: dict) -> tuple[str, str]:
+    timed = (r.get("gpu_clocks") or {}).get("timed_steps") or {}
+    sm = (f"{timed['sm_mhz_median']:.0f} ({timed['sm_mhz_min']:.0f})" if timed.get("sm_mhz_median") is not None
+          else "–")
+    return sm, _f(timed.get("power_w_mean"), ".0f")
+
+
+def report_table(results: dict) -> str:
     lines = [
-        "| variant | setup | tokens/s (non-pad) | trained tokens/s | s/step | tokens/step | peak alloc GiB "
-        "| peak reserved GiB | 100K×2 epochs (h) | check vs padded |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ("| variant | setup | tokens/s (non-pad) | trained tokens/s | s/step | tokens/step | peak alloc GiB "
+         "| peak reserved GiB | 100K×2 epochs (h) | SM MHz median (min) | power W | check |"),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, r in results.items():
-        if r["status"] != "ok":
-            lines.append(f"| `{name}` | {r['label']} | {r['error']} | | | | | | | |")
-            continue
-        if PADDED.get(r["family"]) == name:
-            check = "reference"
-        elif (c := check_against_padded(results, r)) is None:
-            check = "–"
-        else:
-            check = (f"{'PASS' if c['pass'] else 'FAIL'} (Δloss {c['rel_loss_diff']:.1e} rel, "
-                     f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens)")
-        lines.append(
-            f"| `{name}` | {r['label']} | {r['tokens_per_s']:,.0f} | {r['label_tokens_per_s']:,.0f} "
-            f"| {r['s_per_step']:.2f} | {r['tokens_per_step']:,.0f} | {_f(r['peak_allocated_gib'], '.1f')} "
-            f"| {_f(r['peak_reserved_gib'], '.1f')} | {r['workload_hours']:.1f} | {check} |"
-        )
+    for runs in results.values():
+        for r in runs:
+            if r["status"] != "ok":
+                lines.append(f"| {_row_name(r)} | {r['label']} | {r['error']} | | | | | | | | | |")
+                continue
+            if reference_for(results, r) == r["name"] and r is results[r["name"]][0]:
+                check = "reference"
+            elif (checked := check_against_reference(results, r)) is None:
+                check = "–"
+            else:
+                ref_name, c = checked
+                check = (f"{'PASS' if c['pass'] else 'FAIL'} vs `{ref_name}` (Δloss {c['rel_loss_diff']:.1e} rel, "
+                         f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens)")
+            sm, power = _clocks(r)
+            lines.append(
+                f"| {_row_name(r)} | {r['label']} | {r['tokens_per_s']:,.0f} | {r['label_tokens_per_s']:,.0f} "
+                f"| {r['s_per_step']:.2f} | {r['tokens_per_step']:,.0f} | {_f(r['peak_allocated_gib'], '.1f')} "
+                f"| {_f(r['peak_reserved_gib'], '.1f')} | {r['workload_hours']:.1f} | {sm} | {power} | {check} |"
+            )
     return "\n".join(lines)
 
 
 def check_table(results: dict) -> str:
     lines = [
-        "| variant | loss | padded loss | rel. diff | trained tokens (variant / padded) | mean abs Δ log-prob "
-        "| max abs Δ log-prob | leak control: rel. loss diff / mean abs Δ log-prob | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ("| variant | reference | loss | reference loss | rel. diff | trained tokens (variant / reference) "
+         "| mean abs Δ log-prob | max abs Δ log-prob | leak control: rel. loss diff / mean abs Δ log-prob | result |"),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, r in results.items():
-        c = check_against_padded(results, r)
-        if c is None:
-            continue
-        leak = (f"{c['leak_rel_loss_diff']:.1e} / {c['leak_mean_abs_logprob_diff']:.3f}"
-                if "leak_rel_loss_diff" in c else "–")
-        lines.append(
-            f"| `{name}` | {c['loss']:.4f} | {c['ref_loss']:.4f} | {c['rel_loss_diff']:.1e} "
-            f"| {c['trained_tokens']} / {c['ref_trained_tokens']} | {_f(c['mean_abs_logprob_diff'], '.4f')} "
-            f"| {_f(c['max_abs_logprob_diff'], '.3f')} | {leak} | {'PASS' if c['pass'] else 'FAIL'} |"
-        )
+    for runs in results.values():
+        for r in runs:
+            checked = check_against_reference(results, r)
+            if checked is None:
+                continue
+            ref_name, c = checked
+            leak = (f"{c['leak_rel_loss_diff']:.1e} / {c['leak_mean_abs_logprob_diff']:.3f}"
+                    if "leak_rel_loss_diff" in c else "–")
+            lines.append(
+                f"| {_row_name(r)} | `{ref_name}` | {c['loss']:.4f} | {c['ref_loss']:.4f} | {c['rel_loss_diff']:.1e} "
+                f"| {c['trained_tokens']} / {c['ref_trained_tokens']} | {_f(c['mean_abs_logprob_diff'], '.4f')} "
+                f"| {_f(c['max_abs_logprob_diff'], '.3f')} | {leak} | {'PASS' if c['pass'] else 'FAIL'} |"
+            )
     return "\n".join(lines)
 
 
 SECTION_HEADING = "## Training speed (`benchmarks/bench_train.py`)"
 BEGIN, END = "<!-- bench_train tables: begin -->", "<!-- bench_train tables: end -->"
+VERSION_KEYS = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel", "torchao")
 
 
-def generated_block(results: dict, date: str) -> str:
-    """Date, device, versions, method and both tables: the part of RESULTS.md that `report --write` rewrites."""
-    first_ok = next((r for r in results.values() if r.get("status") == "ok"), {})
-    env = first_ok.get("env", {})
-    mean, trained = first_ok.get("data_mean_tokens"), first_ok.get("data_mean_trained_tokens")
-    checked = next((r["check"]["trained_tokens"] for r in results.values() if r.get("check")), "?")
-    versions = ", ".join(f"{k} {env.get(k)}" for k in
-                         ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel"))
-    return "\n".join([
-        BEGIN,
-        f"- Date: {date}",
+def folder_block(folder: str, results: dict) -> str:
+    """Heading, device, versions and both tables for one results folder."""
+    oks = [r for runs in results.values() for r in runs if r.get("status") == "ok"]
+    env = oks[0].get("env", {}) if oks else {}
+    versions = ", ".join(f"{k} {env[k]}" for k in VERSION_KEYS if env.get(k))
+    date = folder.split("_", 1)[0]
+    clocks = [r for r in oks if (r.get("gpu_clocks") or {}).get("timed_steps")]
+    lines = [
+        f"### {date}, 1× {env.get('device', '?')} (`benchmarks/results/train_speed/{folder}/`)",
+        "",
         f"- Device: 1× {env.get('device', '?')} ({env.get('device_memory_gib', '?')} GiB), CUDA {env.get('cuda', '?')}",
         f"- Versions: Python {env.get('python', '?')}, {versions}",
-        "- Model: random bf16 weights with EEVE-Korean-Instruct-10.8B's shapes (48 layers, hidden 4096, MLP 14336, "
-        "32/8 heads, vocab 40960, untied embeddings), loaded through `from_pretrained` as `scripts/sft.py` does "
-        "(QLoRA: NF4, double quantization, bf16 compute); LoRA r 64, α 128, dropout 0.05 on the 7 projections "
-        "unless a row says otherwise.",
-        f"- Data: 3,000 synthetic single-turn conversations; templated length log-normal (median 350 tokens, σ 0.7, "
-        f"clipped to [32, 2048]), mean {mean:.0f} tokens of which {trained:.0f} trained (assistant answer + eos), "
-        "max_length 2048." if mean else "- Data: synthetic conversations",
-        "- Method: each variant is a recipe plus overrides, trained by TRL's `SFTTrainer` in its own process for a "
-        "fixed number of optimizer steps; the first 2 (padded) or 3 (packed) steps are warm-up and not timed; the "
-        "GPU is synchronized at every step end. Tokens are counted from the batches: non-padding tokens and "
-        "next-token targets (labels ≠ -100). Peak memory is `torch.cuda.max_memory_allocated/reserved` over the "
-        "training loop. The 100K×2-epoch column is 200,000 conversations × the mean length above ÷ tokens/s.",
-        f"- Check: before its first step every variant scores the same {CHECK_EXAMPLES} conversations ({checked} trained "
-        "tokens) through "
-        "its own collator, attention and kernels, dropout off; a variant passes when its trained tokens and labels "
-        f"equal those of the padded variant of its family, its loss is within {LOSS_RTOL:g} (relative) and its mean "
-        f"per-token log-prob difference is under {LEAK_FRACTION:g}× that of a leak control (the same packed batch "
-        "with documents allowed to attend to each other).",
+        "- GPU clocks: " + ("SM clock and board power sampled every 0.5 s by `nvidia-smi` over each row's timed steps "
+                            "(readings before and after in the result files)." if clocks else "not recorded."),
         "",
         report_table(results),
         "",
         check_table(results),
-        END,
-    ])
+    ]
+    return "\n".join(lines)
+
+
+def generated_block(all_results: dict) -> str:
+    """The part of RESULTS.md that `report --write` rewrites: the shared method, then one block per folder."""
+    first = next((r for f in all_results.values() for runs in f.values() for r in runs if r.get("status") == "ok"), {})
+    mean, trained = first.get("data_mean_tokens"), first.get("data_mean_trained_tokens")
+    checked = next((r["check"]["trained_tokens"] for f in all_results.values() for runs in f.values() for r in runs
+                    if r.get("check")), "?")
+    parts = [
+        BEGIN,
+        ("- Model: random bf16 weights with EEVE-Korean-Instruct-10.8B's shapes (48 layers, hidden 4096, MLP 14336, "
+        "32/8 heads, vocab 40960, untied embeddings), loaded through `from_pretrained` as `scripts/sft.py` does "
+        "(QLoRA: NF4, double quantization, bf16 compute); LoRA r 64, α 128, dropout 0.05 on the 7 projections "
+        "unless a row says otherwise."),
+        (f"- Data: 3,000 synthetic single-turn conversations; templated length log-normal (median 350 tokens, σ 0.7, "
+        f"clipped to [32, 2048]), mean {mean:.0f} tokens of which {trained:.0f} trained (assistant answer + eos), "
+         "max_length 2048.") if mean else "- Data: synthetic conversations",
+        ("- Method: each variant (`benchmarks/train_variants.yaml`) is a recipe plus overrides, trained by TRL's "
+        "`SFTTrainer` in its own process for a fixed number of optimizer steps; the first 2 (padded) or 3 (packed) "
+        "steps are warm-up and not timed; the GPU is synchronized at every step end. Tokens are counted from the "
+        "batches: non-padding tokens and next-token targets (labels ≠ -100). Peak memory is "
+        "`torch.cuda.max_memory_allocated/reserved` over the training loop. The 100K×2-epoch column is 200,000 "
+        "conversations × the mean length above ÷ tokens/s. `run N` rows are repeats of the same variant on the same "
+        "date and device."),
+        (f"- Check: before its first step every variant scores the same {CHECK_EXAMPLES} conversations ({checked} "
+        "trained tokens) through its own collator, attention and kernels, dropout off, and is compared with its "
+        "family's reference in the same folder (the padded original where it was run, else the shipped recipe); it "
+        f"passes when its trained tokens and labels equal the reference's, its loss is within {LOSS_RTOL:g} "
+        f"(relative) and its mean per-token log-prob difference is under {LEAK_FRACTION:g}× that of a leak control "
+        "(the same packed batch with documents allowed to attend to each other)."),
+    ]
+    for folder, results in all_results.items():
+        parts += ["", folder_block(folder, results)]
+    parts.append(END)
+    return "\n".join(parts)
 
 
 def write_results_md(path: Path, block: str) -> None:
@@ -607,32 +754,40 @@ def write_results_md(path: Path, block: str) -> None:
 
 
 def report(args) -> None:
-    results = load_results(Path(args.work))
-    text = report_table(results) + "\n\n" + check_table(results)
-    print(text)
+    all_results = load_all(Path(args.results))
+    for folder, results in all_results.items():
+        print(f"{folder}\n{report_table(results)}\n\n{check_table(results)}\n")
     if args.write:
-        write_results_md(Path(args.write), generated_block(results, args.date))
+        write_results_md(Path(args.write), generated_block(all_results))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--work", default="/tmp/bench", help="runs, logs and results go here")
+    common.add_argument("--work", default="/tmp/bench", help="scratch: training runs and logs")
     common.add_argument("--model", default="/tmp/eeve-random", help="built there when missing")
     common.add_argument("--data", default="/tmp/synth", help="written there when missing")
     common.add_argument("--cpu-smoke", action="store_true", help="tiny model on CPU: tests the benchmark itself")
-    r = sub.add_parser("run", parents=[common], help="build what is missing, then run variants")
+    results = argparse.ArgumentParser(add_help=False)
+    results.add_argument("--results", default=str(RESULTS_ROOT), help="results root: one folder per date and device")
+    r = sub.add_parser("run", parents=[common, results], help="build what is missing, then run variants")
     r.add_argument("--variants", default="", help="comma-separated names (default: all, in table order)")
+    r.add_argument("--repeat", type=int, default=1, help="rounds over the variants (each variant N times, interleaved)")
     r.add_argument("--timeout", type=int, default=480, help="seconds per variant")
-    r.add_argument("--wait-for-more", type=int, default=0,
-                   help="seconds to wait for names appended to WORK/queue.txt once the queue is done")
+    r.add_argument("--external-site", default="", help="package folder for external-trainer variants (Unsloth)")
+    r.add_argument("--date", default=datetime.datetime.now(datetime.UTC).date().isoformat(),
+                   help="date of the results folder (default: today, UTC)")
     w = sub.add_parser("worker", parents=[common], help="(internal) one variant")
     w.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    w.add_argument("--out", required=True, help="result file to write")
     w.add_argument("--no-check", action="store_true")
-    p = sub.add_parser("report", parents=[common], help="tables from WORK/results")
+    w.add_argument("--check-only", action="store_true", help="score the fixed batch and stop")
+    c = sub.add_parser("check", parents=[common],
+                       help="the fixed-batch check alone for each distinct scoring path among the variants")
+    c.add_argument("--variants", default="", help="comma-separated names (default: one per distinct scoring path)")
+    p = sub.add_parser("report", parents=[results], help="tables from every results folder")
     p.add_argument("--write", help="update this RESULTS.md (only this benchmark's section)")
-    p.add_argument("--date", default=datetime.date.today().isoformat(), help="measurement date for --write")
     sub.add_parser("list", help="variant names")
     args = parser.parse_args()
     if args.command == "list":
@@ -642,6 +797,8 @@ def main() -> None:
         run(args)
     elif args.command == "worker":
         worker(args)
+    elif args.command == "check":
+        sys.exit(check(args))
     else:
         report(args)
 
