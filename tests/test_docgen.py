@@ -158,6 +158,11 @@ def test_generated_rows_are_a_mix_source(tmp_path, wms_index):
         tmp_path / "local.yaml",
     )
     result = build_dataset(local, tmp_path / "built", show_progress=False)
+    from eeve_sft.data import check_conversations, load_splits
+
+    splits = load_splits(str(tmp_path / "data" / "wms_domain"))  # the folder also works as a recipe's dataset_name
+    assert set(splits) == {"train"} and len(splits["train"]) == len(generated)
+    check_conversations(splits["train"], "train")
     # Rows with `sources` read as conversations and pass every general stage; only the scripted model's repeated
     # answers (same top passage, same first sentence) are caught as near duplicates.
     removed = result.stats["removed"]

@@ -144,7 +144,6 @@ class Candidate:
     question: str
     hits: list[Hit] = field(default_factory=list)
     answer: str = ""
-    question_tokens: int = 0
     answer_tokens: int = 0
     groundedness: float = 0.0
     banmal: bool = False
@@ -222,7 +221,7 @@ class DocGen:
                     self.tally.reject("questions", "duplicate_question", example)
                 else:
                     seen.add(question.rstrip("?？ "))
-                    out.append(Candidate(chunk.id, question, question_tokens=result.new_tokens // len(parsed)))
+                    out.append(Candidate(chunk.id, question))
         self.tally.passed["questions"] = len(out)
         return out
 
@@ -230,8 +229,14 @@ class DocGen:
         cfg = self.config
         start = time.perf_counter()
         hit_lists = self.index.search_batch([c.question for c in candidates], cfg.top_k, cfg.retrieval_mode)
+        answerable = []
         for candidate, hits in zip(candidates, hit_lists, strict=True):
             candidate.hits = hits
+            if hits:
+                answerable.append(candidate)
+            else:  # no chunk shares a word with the question: nothing to answer from
+                self.tally.reject("answers", "nothing_retrieved", {"question": candidate.question})
+        candidates = answerable
         self._timed("retrieve", start)
         start = time.perf_counter()
         prompts = [[{"role": "system", "content": ANSWER_SYSTEM}, {"role": "user", "content": c.user_turn()}]
@@ -245,9 +250,7 @@ class DocGen:
             candidate.answer = result.text.strip()
             candidate.answer_tokens = result.new_tokens
             example = {"question": candidate.question, "answer": candidate.answer[:300]}
-            if not candidate.hits:
-                self.tally.reject("answers", "nothing_retrieved", example)
-            elif result.hit_length_limit:
+            if result.hit_length_limit:
                 self.tally.reject("answers", "cut_off_without_eos", example)
             elif not cfg.min_answer_chars <= len(candidate.answer) <= cfg.max_answer_chars:
                 self.tally.reject("answers", "answer_length", example)
