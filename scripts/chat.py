@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict
 
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.inference import SamplingConfig, chat_loop, generate, load_for_inference
+from eeve_sft.inference import SamplingConfig, chat_loop, generate, load_for_inference, warm_up_chat
 
 DEFAULTS = SamplingConfig()
 
@@ -47,8 +47,10 @@ def main(argv: list[str]) -> None:
     system = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
         messages = [*system, {"role": "user", "content": args.prompt}]
-        print(generate(model, tokenizer, messages, **asdict(sampling)))
+        # One answer does not repay compiling the decoding step (about a minute): plain generate.
+        print(generate(model, tokenizer, messages, fast=False, **asdict(sampling)))
         return
+    warm_up_chat(model, tokenizer, sampling, system_prompt=args.system)  # compiles once; then every answer streams
     chat_loop(model, tokenizer, sampling, system_prompt=args.system)
 
 
