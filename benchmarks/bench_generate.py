@@ -215,7 +215,8 @@ class Bench:
         document = {**self.meta, **extra, "variants": [{k: v for k, v in r.items() if k != "answers"}
                                                        for r in self.results]}
         document.setdefault("greedy_identity", self.meta.get("greedy_identity"))
-        (self.out / "generation.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        (self.out / f"generation_{self.args.tag}.json").write_text(json.dumps(document, indent=2) + "\n",
+                                                                  encoding="utf-8")
 
     def identity(self, plain: dict, fast: dict) -> dict:
         """Share of prompts whose greedy tokens agree between two variants over their common length."""
@@ -249,7 +250,7 @@ class Bench:
         except ImportError:
             pass
         device_name = torch.cuda.get_device_name() if self.cuda else f"CPU ({platform.processor() or 'x86_64'})"
-        self.meta = {"date": args.date, "device": device_name, "versions": versions,
+        self.meta = {"label": args.label, "date": args.date, "device": device_name, "versions": versions,
                      "model": "EEVE-shaped random Llama (benchmarks/synthetic.py)" + (" tiny" if args.cpu_smoke else ""),
                      "eval": {"prompts": self.n_prompts, "new_tokens": self.new_tokens,
                               "prompt_words": list(PROMPT_WORDS)},
@@ -295,7 +296,7 @@ class Bench:
         if self.cuda:
             self.meta["nvidia_smi_after"] = nvidia_smi()
         self.save()
-        print(render(json.loads((self.out / "generation.json").read_text(encoding="utf-8"))), flush=True)
+        print(render(json.loads((self.out / f"generation_{args.tag}.json").read_text(encoding="utf-8"))), flush=True)
 
     def nf4(self, model_dir: Path, bandwidth: float, steps: int):
         from eeve_sft.inference import load_for_inference
@@ -327,7 +328,7 @@ class Bench:
             self.sync()
         sort = "cuda_time_total" if self.cuda else "cpu_time_total"
         table = prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=70)
-        (self.out / "profile_fast_b64.txt").write_text(
+        (self.out / f"profile_fast_b64_{self.args.tag}.txt").write_text(
             f"torch profiler: fast path, batch {rows}, cache {cache_len}, prefill + 8 decoding steps\n\n{table}\n",
             encoding="utf-8")
 
@@ -344,7 +345,7 @@ def render(document: dict) -> str:
     v = document["versions"]
     identity = document.get("greedy_identity") or {}
     lines = [
-        "## Generation speed (`benchmarks/bench_generate.py`)",
+        f"### {document.get('label') or 'Generation speed'}",
         "",
         f"- Date: {document['date']}; device: {document['device']}; measured HBM bandwidth "
         f"{_fmt(document.get('hbm_gbs'), 0)} GB/s (device copy)",
@@ -407,14 +408,19 @@ def target_lines(document: dict) -> list[str]:
     return out
 
 
-def render_results_md(results_dir: Path) -> str:
-    """Write the section of the newest GPU run's generation.json into RESULTS.md; return the section."""
-    runs = sorted(p for p in results_dir.glob("*/generation.json"))
+def generated_block(results_dir: Path) -> str:
+    """The RESULTS.md section of every generation_*.json under `results_dir`, one table per file, by name."""
+    runs = sorted(results_dir.glob("*/generation_*.json"))
     if not runs:
-        raise SystemExit(f"no generation.json under {results_dir}")
-    document = json.loads(runs[-1].read_text(encoding="utf-8"))
-    rel = runs[-1].parent.relative_to(REPO) if runs[-1].is_relative_to(REPO) else runs[-1].parent
-    block = f"{BEGIN}\n{render(document)}\nRaw results and the step profile: `{rel}/`.\n{END}"
+        raise SystemExit(f"no generation_*.json under {results_dir}")
+    parts = ["## Generation speed (`benchmarks/bench_generate.py`)", ""]
+    for path in runs:
+        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        parts += [render(json.loads(path.read_text(encoding="utf-8"))), f"Raw results: `{rel}`.", ""]
+    return f"{BEGIN}\n" + "\n".join(parts).rstrip() + f"\n{END}"
+
+
+def write_results_md(block: str) -> None:
     text = RESULTS_MD.read_text(encoding="utf-8")
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
@@ -422,7 +428,6 @@ def render_results_md(results_dir: Path) -> str:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS_MD.write_text(text, encoding="utf-8")
-    return block
 
 
 def main() -> None:
@@ -433,11 +438,15 @@ def main() -> None:
     parser.add_argument("--steps-plain", type=int, default=32, help="timed new tokens per plain call")
     parser.add_argument("--steps-fast", type=int, default=128, help="timed new tokens per fast call")
     parser.add_argument("--date", default=time.strftime("%Y-%m-%d"))
+    parser.add_argument("--tag", default="all", help="names this run's files: generation_TAG.json")
+    parser.add_argument("--label", help="what this run measures, the title of its table")
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these variants ('profile' too)")
     parser.add_argument("--render", metavar="RESULTS_DIR", help="only write the RESULTS.md section from results")
     args = parser.parse_args()
     if args.render:
-        print(render_results_md(Path(args.render)))
+        block = generated_block(Path(args.render).resolve())
+        write_results_md(block)
+        print(block)
         return
     if not args.out:
         parser.error("--out is required")

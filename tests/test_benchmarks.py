@@ -54,3 +54,26 @@ def test_every_benchmark_variant_is_a_valid_recipe_with_its_overrides_applied(tm
             name = {"activation_checkpointing": "gradient_checkpointing",
                     "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}.get(key, key)
             assert values.get(name, values.get(key)) == value, (variant.name, key)
+
+
+def generate_bench():
+    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "benchmarks/bench_generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_md_generation_section_is_generated_from_the_stored_results():
+    bench = generate_bench()
+    block = bench.generated_block(REPO / "benchmarks/results/generation")
+    assert block in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
+    assert "| bf16 fast auto | 224 |" in block and "| nf4 plain b64 | 64 |" in block
+
+
+def test_generation_targets_are_judged_on_the_figures(tmp_path):
+    bench = generate_bench()
+    document = {"variants": [{"variant": "bf16 fast b64", "step_ms": 14.9}, {"variant": "bf16 fast auto",
+                                                                             "eval_s": 121.0}]}
+    lines = bench.target_lines(document)
+    assert lines[0].endswith("(bf16 fast b64), met") and lines[1].endswith("(bf16 fast auto), missed")
+    assert lines[2].endswith("not measured in this run")

@@ -29,6 +29,7 @@ class Run:
     polite_model: str | None = None  # which evaluated model of the run the rate belongs to
     polite_prompts: int | None = None  # how many prompts the rate was measured on
     prompt_set: str | None = None  # which prompts: eval.json's fingerprint, else its file and count
+    prompt_source: str | None = None  # the prompts as a reader knows them: file and count
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -75,6 +76,7 @@ class PoliteRate:
     model: str | None = None
     prompts: int | None = None
     prompt_set: str | None = None
+    prompt_source: str | None = None
 
 
 def find_polite_rate(run_dir: Path) -> PoliteRate:
@@ -91,10 +93,11 @@ def find_polite_rate(run_dir: Path) -> PoliteRate:
         entry = _eval_entry_for(run_dir, models)
         if entry is not None:
             prompts = entry.get("num_prompts", document.get("num_prompts"))
+            source = f"{document.get('prompts_file')}, {prompts} prompts"
             # Older eval.json files carry no fingerprint: their file and prompt count stand for the set.
-            prompt_set = document.get("prompt_set") or f"{document.get('prompts_file')}, {prompts} prompts"
+            prompt_set = document.get("prompt_set") or source
             return PoliteRate(entry.get("polite_rate"), entry.get("name") or entry.get("model_path"), prompts,
-                              prompt_set)
+                              prompt_set, source)
     return PoliteRate()
 
 
@@ -125,7 +128,7 @@ def load_run(run_dir: str | Path) -> Run:
             raise UserError(f"{path / 'summary.json'} is not valid JSON") from None
     polite = find_polite_rate(path)
     return Run(path, path.resolve().name, recipe, metrics, summary, polite.rate, polite.model, polite.prompts,
-               polite.prompt_set)
+               polite.prompt_set, polite.prompt_source)
 
 
 def _unique_names(runs: list[Run]) -> None:
@@ -316,7 +319,7 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE) -> str:
     notes += [f"`{r.name}`: 존댓말 rate of `{r.polite_model}` (from its eval.json)." for r in runs if r.polite_model]
     if len({r.prompt_set for r in runs if r.prompt_set}) > 1:
         notes.append("The 존댓말 rates were measured on different prompt sets (" + "; ".join(
-            f"`{r.name}`: {r.prompt_set}" for r in runs if r.prompt_set) + "): they are not directly comparable.")
+            f"`{r.name}`: {r.prompt_source}" for r in runs if r.prompt_set) + "): they are not directly comparable.")
     if notes:
         out += [f"- {n}" for n in notes] + [""]
     out += ["## Loss curves", "", f"![train and eval loss against step and tokens seen]({plot_file})", "",
