@@ -62,7 +62,7 @@ def nvidia_smi() -> str | None:
     query = "name,clocks.sm,clocks.mem,clocks.max.sm,power.draw,power.limit,temperature.gpu,pstate,memory.used"
     try:
         return subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv"], capture_output=True,
-                              text=True, timeout=30).stdout.strip()
+                              text=True, timeout=30, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -235,7 +235,6 @@ class Bench:
         torch, args = self.torch, self.args
         import peft
         import transformers
-
         from synthetic import build_model
 
         from eeve_sft.inference import load_for_inference
@@ -347,20 +346,21 @@ def render(document: dict) -> str:
     lines = [
         f"### {document.get('label') or 'Generation speed'}",
         "",
-        f"- Date: {document['date']}; device: {document['device']}; measured HBM bandwidth "
-        f"{_fmt(document.get('hbm_gbs'), 0)} GB/s (device copy)",
+        (f"- Date: {document['date']}; device: {document['device']}; measured HBM bandwidth "
+        f"{_fmt(document.get('hbm_gbs'), 0)} GB/s (device copy)"),
         "- Packages: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- Model: {document['model']}; weights read per step: "
         + ", ".join(f"{k} {val:.2f} GB" for k, val in document["weights_gb"].items()),
-        f"- Workload: {document['eval']['prompts']} prompts of {document['prompt_tokens'][0]}-"
+        (f"- Workload: {document['eval']['prompts']} prompts of {document['prompt_tokens'][0]}-"
         f"{document['prompt_tokens'][1]} tokens, greedy, forced to {document['eval']['new_tokens']} new tokens "
-        "(random weights never stop).",
-        "- decode ms/step from a timed call on one batch after warm-up; tokens/s = rows / step; "
+        "(random weights never stop)."),
+        ("- decode ms/step from a timed call on one batch after warm-up; tokens/s = rows / step; "
         f"eval = {document['eval']['prompts']} x {document['eval']['new_tokens']} including compile and warm-up: "
-        "*measured* end to end, or computed as warm-up + batches x (prefill + all further steps); limit = weights read per step / measured bandwidth.",
+        "*measured* end to end, or computed as warm-up + batches x (prefill + all further steps); "
+        "limit = weights read per step / measured bandwidth."),
         "",
-        f"| variant | rows | decode ms/step | tokens/s | eval {document['eval']['prompts']}x"
-        f"{document['eval']['new_tokens']} (s) | | peak GiB | x memory-bound limit |",
+        (f"| variant | rows | decode ms/step | tokens/s | eval {document['eval']['prompts']}x"
+        f"{document['eval']['new_tokens']} (s) | | peak GiB | x memory-bound limit |"),
         "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in document["variants"]:

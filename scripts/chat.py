@@ -13,7 +13,13 @@ import sys
 from dataclasses import asdict
 
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.inference import SamplingConfig, chat_loop, generate, load_for_inference, warm_up_chat
+from eeve_sft.inference import (
+    SamplingConfig,
+    chat_loop,
+    generate,
+    load_for_inference,
+    warm_up_chat,
+)
 
 DEFAULTS = SamplingConfig()
 

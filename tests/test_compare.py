@@ -93,9 +93,9 @@ def test_rates_on_different_prompt_sets_are_flagged_in_one_line(tmp_path):
     report = (compare_runs([RUN_A, run_b], tmp_path / "out") / "compare.md").read_text(encoding="utf-8")
     assert "| 존댓말 rate measured on (prompts) | 40 | 12 |" in report
     flagged = [line for line in report.splitlines() if "different prompt sets" in line]
-    assert flagged == ["- The 존댓말 rates were measured on different prompt sets (`r16_lr1e-4`: "
-                       "eval/prompts_banmal.jsonl, 40 prompts; `r64_lr2e-4_packing`: mine.txt, 12 prompts): they are not "
-                       "directly comparable."]
+    assert flagged == [("- The 존댓말 rates were measured on different prompt sets (`r16_lr1e-4`: "
+                        "eval/prompts_banmal.jsonl, 40 prompts; `r64_lr2e-4_packing`: mine.txt, 12 prompts): "
+                        "they are not directly comparable.")]
     table = json.loads((tmp_path / "out" / "compare.json").read_text(encoding="utf-8"))
     assert [r["polite_prompts"] for r in table["runs"]] == [40, 12]
 

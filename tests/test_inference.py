@@ -303,13 +303,12 @@ def test_cpu_plan_says_once_that_it_does_not_compile(loaded, capsys, monkeypatch
     assert generation.auto_batch_size(model, 600, 100) == generation.CPU_BATCH
 
 
-def test_decoding_attention_in_place_equals_repeated_heads(loaded):
+def test_decoding_attention_in_place_equals_repeated_heads():
     """One decoding step through sdpa_gqa_decode gives the logits of transformers' own SDPA attention."""
     from transformers import AutoModelForCausalLM
 
     from eeve_sft.generation import GQA_DECODE_ATTENTION, use_gqa_decode_attention
 
-    _, tokenizer = loaded
     model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL).eval()
     assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped: the case that matters
     ids = torch.tensor([[1, 200, 300, 400, 500], [2, 2, 1, 600, 700]])

@@ -10,9 +10,11 @@ A compiled step is specialised to its shapes, so this module keeps them fixed fo
   finished from the first step so they never keep the batch running;
 - prompts are sorted by length, so the rows of one batch need little left padding.
 
-Rows stop on every stop id (EEVE: ``<|im_end|>`` and ``</s>``) and ``generate`` returns as soon as every row has
-stopped. Where compiling cannot serve (no CUDA GPU; bitsandbytes NF4 weights, which transformers does not compile)
-decoding still uses the static cache and the same batching, uncompiled, and one line on stderr says so.
+Decoding steps attend to the KV heads in place (:func:`sdpa_gqa_decode`) rather than through transformers' compiled
+default, which repeats the whole cache for every query head each step. Rows stop on every stop id (EEVE:
+``<|im_end|>`` and ``</s>``) and ``generate`` returns as soon as every row has stopped. Where compiling cannot serve,
+one line on stderr says so: without a CUDA GPU the same static-cache path runs uncompiled; bitsandbytes NF4 weights,
+which transformers does not compile, use plain ``generate`` (dynamic cache) in the same sorted, wide batches.
 Prefill is not compiled (its width changes from batch to batch); it is one step of several hundred.
 """
 
@@ -25,7 +27,12 @@ import time
 from dataclasses import dataclass
 
 import torch
-from transformers import AttentionInterface, GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AttentionInterface,
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.generation.streamers import BaseStreamer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
@@ -287,18 +294,19 @@ def generate_ids(
     device = _model_device(model)
     longest = max(len(p) for p in prompts)
     max_new = generation_config.max_new_tokens
+    config, static = generation_config, False
     if fast:
         plan = decode_plan(model)
         note_once(plan)
         cache_len = max(cache_length(longest, max_new), min_cache_len)
         fits = auto_batch_size(model, cache_len, longest) if batch_size in (None, "auto") else 1
         rows = batch_rows(batch_size, len(prompts), fits)
-        config = fast_generation_config(generation_config, cache_len, plan) if plan.static else generation_config
-        if plan.static:
+        static = plan.static
+        if static:
+            config = fast_generation_config(generation_config, cache_len, plan)
             use_gqa_decode_attention(model)
     else:
         rows = batch_rows(CPU_BATCH if batch_size in (None, "auto") else batch_size, len(prompts), 1)
-        config = generation_config
     # Longest first: similar lengths share a batch, and the widest batch (the most memory) comes first.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     answers: list[list[int] | None] = [None] * len(prompts)
@@ -308,7 +316,7 @@ def generate_ids(
             chunk = order[start : start + rows]
             batch = [prompts[i] for i in chunk]
             criteria = None
-            if config is not generation_config and len(batch) < rows:  # fill the bucket: the step keeps its shape
+            if static and len(batch) < rows:  # fill the bucket, so the compiled step keeps its shape
                 filler = torch.zeros(rows, dtype=torch.bool, device=device)
                 filler[len(batch):] = True
                 batch += [batch[-1]] * (rows - len(batch))
