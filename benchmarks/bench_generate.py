@@ -11,9 +11,12 @@ shapes). Random weights never stop on their own, so every variant is forced to a
 - peak GPU memory; the ratio of the step to the memory-bound limit (the weights read per step over the HBM
   bandwidth measured in the same run).
 
-    python benchmarks/bench_generate.py --out benchmarks/results/generation/DATE_DEVICE   # one GPU
-    python benchmarks/bench_generate.py --cpu-smoke --out /tmp/bench_generate            # tiny model, CPU
-    python benchmarks/bench_generate.py --render benchmarks/results/generation           # RESULTS.md section
+    python benchmarks/bench_generate.py --out benchmarks/results/generation/DATE_DEVICE --tag all   # one GPU
+    python benchmarks/bench_generate.py --cpu-smoke --out /tmp/bench_generate                     # tiny model, CPU
+    python benchmarks/bench_generate.py --render benchmarks/results/generation                    # RESULTS.md
+
+A run writes OUT/generation_TAG.json (after every variant, so a run cut short keeps what it measured); --only runs
+some variants; --render writes the RESULTS.md section from every generation_*.json.
 
 The GPU run also writes a torch profiler summary of fast-path decoding steps (what the step spends its time on)
 and nvidia-smi clocks and power before and after.
