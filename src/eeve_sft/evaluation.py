@@ -508,7 +508,7 @@ def results_table(models: list[dict]) -> str:
     for m in models:
         c = m["counts"]
         lines.append(
-            f"| {_cell(m['name'])} | {_pct(m['polite_rate'])} | {m['num_prompts']} | {c.get(POLITE, 0)} | {c.get(BANMAL, 0)} | "
+            f"| {_cell(m['name'])} | {_pct(m['polite_rate'])} | {m.get('num_prompts', '—')} | {c.get(POLITE, 0)} | {c.get(BANMAL, 0)} | "
             f"{c.get(MIXED, 0)} | {c.get(NEUTRAL, 0)} | {m['length_limit_hits']} | "
             f"{m['mean_answer_chars']:.1f} | {m['mean_answer_tokens']:.1f} | {_num(m.get('eval_loss'))} |"
         )
