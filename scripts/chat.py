@@ -15,7 +15,13 @@ import sys
 from dataclasses import asdict
 
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.inference import SamplingConfig, chat_loop, generate, load_for_inference
+from eeve_sft.inference import (
+    SamplingConfig,
+    chat_loop,
+    generate,
+    load_for_inference,
+    warm_up_chat,
+)
 
 DEFAULTS = SamplingConfig()
 
@@ -60,10 +66,12 @@ def main(argv: list[str]) -> None:
     if args.prompt is not None:
         content, sources = augment(args.prompt) if augment else (args.prompt, [])
         messages = [*system, {"role": "user", "content": content}]
-        print(generate(model, tokenizer, messages, **asdict(sampling)))
+        # One answer does not repay compiling the decoding step (about a minute): plain generate.
+        print(generate(model, tokenizer, messages, fast=False, **asdict(sampling)))
         for source in sources:
             print(f"  출처 {source}")
         return
+    warm_up_chat(model, tokenizer, sampling, system_prompt=args.system)  # compiles once; then every answer streams
     chat_loop(model, tokenizer, sampling, system_prompt=args.system, augment=augment)
 
 

@@ -1,7 +1,7 @@
 """Politeness evaluation: how often each model answers 반말 prompts in 존댓말, side by side.
 
     python scripts/evaluate.py --model-path PATH [PATH ...] [--prompts FILE] [--output DIR]
-                               [--batch-size N] [--max-new-tokens N] [--recipe RECIPE_OR_RUN_DIR]
+                               [--batch-size N|auto] [--max-new-tokens N] [--recipe RECIPE_OR_RUN_DIR]
                                [--lm-eval TASK [TASK ...]]
 
 PATH is an adapter (OUTPUT_DIR/final, OUTPUT_DIR/checkpoint-N), a merged model, a Hub id, or the word
@@ -20,12 +20,23 @@ from eeve_sft.inference import SamplingConfig
 CHAT = SamplingConfig()
 
 
+def batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--batch-size must be a whole number or 'auto', got '{text}'") from None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", nargs="+", required=True, metavar="PATH", help="models to evaluate")
-    parser.add_argument("--prompts", help="prompts JSONL (default eval/prompts_banmal.jsonl)")
+    parser.add_argument("--prompts", help="prompts: JSONL rows {\"messages\": [...]} (id, category optional) or a "
+                        ".txt file, one prompt per line (default eval/prompts_banmal.jsonl)")
     parser.add_argument("--output", help="directory for eval.json and eval.md")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    parser.add_argument("--batch-size", default="auto",
+                        help="prompts generated together, or 'auto' (default): as many as GPU memory holds")
     parser.add_argument("--max-new-tokens", type=int, default=EVAL_SAMPLING.max_new_tokens)
     parser.add_argument("--limit", type=int, help="evaluate only the first N prompts")
     parser.add_argument("--recipe", help="recipe file or run directory: also report eval loss on its eval split")
@@ -50,9 +61,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    args.batch_size = batch_size(args.batch_size)
     for flag in ("limit", "loss_limit", "lm_eval_limit", "batch_size", "loss_batch_size"):
         value = getattr(args, flag)
-        if value is not None and value < 1:
+        if isinstance(value, int) and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
     sampling = SamplingConfig(
         max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,

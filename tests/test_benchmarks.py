@@ -186,3 +186,18 @@ def test_the_external_runner_trains_the_tokens_and_answer_masks_the_project_trai
     assert dataset[0]["input_ids"] == expected["input_ids"]
     assert dataset[0]["assistant_masks"] == [int(x != -100) for x in expected["labels"]]
     assert 0 < sum(dataset[0]["assistant_masks"]) < len(dataset[0]["input_ids"])  # answer only, not the prompt
+
+def test_results_md_generation_section_is_generated_from_the_stored_results():
+    bench = load_module("bench_generate")
+    block = bench.generated_block(REPO / "benchmarks/results/generation")
+    assert block in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
+    assert "| bf16 fast auto | 224 |" in block and "| nf4 plain b64 | 64 |" in block
+
+
+def test_generation_targets_are_judged_on_the_figures(tmp_path):
+    bench = load_module("bench_generate")
+    document = {"variants": [{"variant": "bf16 fast b64", "step_ms": 14.9}, {"variant": "bf16 fast auto",
+                                                                             "eval_s": 121.0}]}
+    lines = bench.target_lines(document)
+    assert lines[0].endswith("(bf16 fast b64), met") and lines[1].endswith("(bf16 fast auto), missed")
+    assert lines[2].endswith("not measured in this run")

@@ -33,6 +33,8 @@ def test_report_shows_only_differing_keys_and_each_runs_figures(tmp_path):
     # eval.json in the run's eval/ subdir (A) and in the run dir itself (B): the final adapter's rate,
     # not a checkpoint's
     assert "| 존댓말 rate | 92.5% | 97.5% |" in results
+    assert "| 존댓말 rate measured on (prompts) | 40 | 40 |" in results
+    assert "different prompt sets" not in report  # both on the same 40 prompts
     assert "![train and eval loss against step and tokens seen](loss_curves.png)" in report
 
     table = json.loads((out / "compare.json").read_text(encoding="utf-8"))
@@ -78,6 +80,24 @@ def test_running_run_without_summary_uses_its_logs(tmp_path):
     assert figures["tokens_per_second"] is None and not figures["finished"]
     report = (compare_runs([RUN_A, run_dir], tmp_path / "out") / "compare.md").read_text(encoding="utf-8")
     assert "`still_running` has no summary.json" in report
+
+
+def test_rates_on_different_prompt_sets_are_flagged_in_one_line(tmp_path):
+    run_b = tmp_path / RUN_B.name  # its eval.json names the models by the run's directory
+    shutil.copytree(RUN_B, run_b)
+    document = json.loads((run_b / "eval.json").read_text(encoding="utf-8"))
+    document["prompt_set"], document["prompts_file"] = "0123abcd4567", "mine.txt"
+    for model in document["models"]:
+        model["num_prompts"] = 12
+    (run_b / "eval.json").write_text(json.dumps(document), encoding="utf-8")
+    report = (compare_runs([RUN_A, run_b], tmp_path / "out") / "compare.md").read_text(encoding="utf-8")
+    assert "| 존댓말 rate measured on (prompts) | 40 | 12 |" in report
+    flagged = [line for line in report.splitlines() if "different prompt sets" in line]
+    assert flagged == [("- The 존댓말 rates were measured on different prompt sets (`r16_lr1e-4`: "
+                        "eval/prompts_banmal.jsonl, 40 prompts; `r64_lr2e-4_packing`: mine.txt, 12 prompts): "
+                        "they are not directly comparable.")]
+    table = json.loads((tmp_path / "out" / "compare.json").read_text(encoding="utf-8"))
+    assert [r["polite_prompts"] for r in table["runs"]] == [40, 12]
 
 
 def test_same_recipes_and_missing_keys():

@@ -61,7 +61,9 @@ USER = {"role": "user", "content": "뭐 해?"}
         ('{"id": "a", "messages": [{"role": "user", "content": "뭐 해?"}]}\n{"id": "b", "messages": [\n',
          "line 2: not valid JSON"),
         ('["a", "b"]\n', "line 1: a row must be a JSON object"),
-        (json.dumps({"category": "x", "messages": [USER]}), "line 1: 'id' must be"),
+        (json.dumps({"id": None, "messages": [USER]}), "line 1: 'id' must be"),
+        (json.dumps({"id": "2", "messages": [USER]}) + "\n" + json.dumps({"messages": [USER]}),
+         "line 2: id '2' already used on line 1"),  # a default id (the line number) collides with a given one
         (json.dumps({"id": "a", "category": "x"}), "line 1: 'messages' must be a non-empty list"),
         (json.dumps({"id": "a", "messages": [USER, {"role": "assistant", "content": "네."}]}),
          "line 1: the last message must be a user turn"),
@@ -76,6 +78,27 @@ def test_bad_prompt_files(tmp_path, text, message):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(UserError, match=message):
         load_prompts(path)
+
+
+def test_prompts_without_ids_and_plain_text_files(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join([json.dumps({"messages": [USER]}), "", json.dumps({"id": "x", "messages": [USER]})]),
+                    encoding="utf-8")
+    prompts = load_prompts(rows)
+    assert [(p.id, p.category) for p in prompts] == [("1", "uncategorized"), ("x", "uncategorized")]
+
+    text = tmp_path / "prompts.txt"
+    text.write_text("밥 먹었어?\n\n  내일 뭐 해?  \n", encoding="utf-8")
+    prompts = load_prompts(text)
+    assert [p.id for p in prompts] == ["1", "3"]  # blank line skipped, ids are line numbers
+    assert prompts[1].messages == [{"role": "user", "content": "내일 뭐 해?"}]
+    assert evaluation.prompt_set_id(prompts) != evaluation.prompt_set_id(prompts[:1])
+    assert evaluation.prompt_set_id(load_prompts(text)) == evaluation.prompt_set_id(prompts)
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"messages": [USER]}) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"broken.jsonl line 2: not valid JSON"):
+        load_prompts(broken)
 
 
 def test_scores_count_every_label_category_and_cut_off_answer():
@@ -169,6 +192,7 @@ def test_run_evaluation_writes_json_and_markdown(adapter, tmp_path):
     out = run_evaluation(["base", str(adapter)], PROMPTS, tmp_path / "ev", FAST)
     document = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     assert document["num_prompts"] == 5 and document["generation"]["do_sample"] is False
+    assert document["prompt_set"] == evaluation.prompt_set_id(load_prompts(PROMPTS))
     base, tuned = document["models"]
     assert base["model_path"] == tuned["base_model"] == "assets/demo-model" and tuned["kind"] == "adapter"
     for model in document["models"]:
@@ -178,7 +202,9 @@ def test_run_evaluation_writes_json_and_markdown(adapter, tmp_path):
         assert model["length_limit_hits"] == sum(not a["stopped_on_eos"] for a in model["answers"])
         assert model["eval_loss"] is None
     report = (out / "eval.md").read_text(encoding="utf-8")
-    assert "| model | 존댓말 rate |" in report and f"| {tuned['name']} |" in report
+    assert "| model | 존댓말 rate | prompts |" in report and f"| {tuned['name']} |" in report
+    assert all(m["num_prompts"] == 5 for m in document["models"])
+    assert f"| {tuned['name']} | {100 * tuned['polite_rate']:.1f}% | 5 |" in report  # the rate with its count
     assert "## 존댓말 rate per category" in report and "| multiturn | 1 |" in report
     assert "## Sample answers" in report
 
@@ -186,7 +212,7 @@ def test_run_evaluation_writes_json_and_markdown(adapter, tmp_path):
 def test_markdown_escapes_answers_and_marks_cut_offs():
     answer = {"id": "p1", "category": "c", "prompt": "표 | 그려 줘", "answer": "| a | b |\n|---|---|",
               "label": "neutral", "stopped_on_eos": False, "new_tokens": 8}
-    model = {"name": "m", "counts": {"polite": 0, "banmal": 0, "mixed": 0, "neutral": 1}, "polite_rate": 0.0,
+    model = {"name": "m", "num_prompts": 1, "counts": {"polite": 0, "banmal": 0, "mixed": 0, "neutral": 1}, "polite_rate": 0.0,
              "length_limit_hits": 1, "mean_answer_chars": 19.0, "mean_answer_tokens": 8.0, "eval_loss": None,
              "per_category": {"c": {"prompts": 1, "polite": 0, "polite_rate": 0.0}}, "answers": [answer]}
     document = {"num_prompts": 1, "prompts_file": "p.jsonl", "eval_data": None, "models": [model],
@@ -228,6 +254,10 @@ def test_evaluate_cli_bad_input(capsys, adapter, tmp_path):
     line = cli_error(capsys, "evaluate", ["--model-path", str(adapter), "--prompts", str(PROMPTS),
                                           "--recipe", str(tmp_path)])
     assert "has no recipe.yaml" in line
+    line = cli_error(capsys, "evaluate", ["--model-path", str(adapter), "--prompts", str(PROMPTS), "--batch-size", "x"])
+    assert line == "error: --batch-size must be a whole number or 'auto', got 'x'"
+    line = cli_error(capsys, "evaluate", ["--model-path", str(adapter), "--prompts", str(PROMPTS), "--batch-size", "0"])
+    assert line == "error: --batch-size must be at least 1"
 
 
 def test_lm_eval_arguments(adapter):

@@ -103,7 +103,8 @@ def test_model_card_from_the_training_run(demo_run, tmp_path):
     shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns("checkpoint-*"))
     (run / "eval").mkdir()
     answers = {"polite": 5, "banmal": 1, "mixed": 1, "neutral": 1}
-    model = {"name": "run/final", "model_path": str(run / "final"), "polite_rate": 5 / 8, "counts": answers,
+    model = {"name": "run/final", "model_path": str(run / "final"), "polite_rate": 5 / 8, "num_prompts": 8,
+             "counts": answers,
              "length_limit_hits": 2, "mean_answer_chars": 81.25, "mean_answer_tokens": 40.5, "eval_loss": 1.2345}
     (run / "eval" / "eval.json").write_text(json.dumps({"num_prompts": 8, "models": [model]}, ensure_ascii=False))
 
@@ -115,7 +116,7 @@ def test_model_card_from_the_training_run(demo_run, tmp_path):
     recipe = card.split("## Recipe")[1].split("## Evaluation")[0]
     assert "lora_r: 8" in recipe and "model_name_or_path: assets/demo-model" in recipe
     evaluation = card.split("## Evaluation")[1]
-    assert "| run/final | 62.5% | 5 | 1 | 1 | 1 | 2 | 81.2 | 40.5 | 1.2345 |" in evaluation
+    assert "| run/final | 62.5% | 8 | 5 | 1 | 1 | 1 | 2 | 81.2 | 40.5 | 1.2345 |" in evaluation
     assert 'from_pretrained("someone/eeve-polite"' in card
 
     # Merging writes the card without pushing; it finds the run through the adapter's directory.

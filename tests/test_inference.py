@@ -196,3 +196,111 @@ def test_chat_cli_bad_input(capsys, tmp_path, adapter):
         line = cli_error(capsys, "chat", ["--model-path", str(adapter), "--load-in-4bit", "--prompt", "x"])
         assert "needs a CUDA GPU" in line
     assert cli_error(capsys, "chat", ["--model-path", str(adapter), "--prompt", "  "]) == "error: --prompt is empty"
+
+
+def test_fast_path_matches_plain_generate_token_for_token(loaded, monkeypatch):
+    """Static cache, one cache length, every batch filled to the same rows: the greedy tokens of plain generate."""
+    from eeve_sft import generation
+    from eeve_sft.template import encode_prompt, pad_token_id, stop_token_ids
+
+    model, tokenizer = loaded
+    conversations = [*QUESTIONS, [{"role": "user", "content": "뭐 해?"}],
+                     [{"role": "user", "content": "파이썬에서 리스트 뒤집는 법 알려줘"}]]
+    prompts = [encode_prompt(tokenizer, c) for c in conversations]
+    config = SamplingConfig(max_new_tokens=12, do_sample=False, repetition_penalty=1.0).generation_config(tokenizer)
+    plain = []
+    for prompt in prompts:  # the reference: transformers' plain generate, one prompt at a time, nothing padded
+        output = model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=int),
+                                generation_config=config)
+        plain.append(output[0, len(prompt):].tolist())
+
+    calls = []
+    real_generate = model.generate
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    fast = generation.generate_ids(model, prompts, config, pad_token_id(tokenizer), set(stop_token_ids(tokenizer)),
+                                   batch_size=2, progress=False)
+    assert fast == plain
+    assert [c["input_ids"].shape[0] for c in calls] == [2, 2, 2]  # 5 prompts: the last batch is filled to 2 rows
+    assert {c["generation_config"].cache_implementation for c in calls} == {"static"}
+    longest = max(map(len, prompts))
+    assert {c["generation_config"].max_cache_len for c in calls} == {generation.cache_length(longest, 12)}
+    assert calls[-1]["stopping_criteria"][0].filler.tolist() == [False, True]  # the copy is finished at once
+    widths = [c["input_ids"].shape[1] for c in calls]
+    assert widths == sorted(widths, reverse=True)  # longest prompts first
+
+
+def test_batch_rows_and_cache_buckets():
+    from eeve_sft.generation import CACHE_BUCKET, batch_rows, cache_length
+
+    assert batch_rows("auto", 224, 256) == 224  # one batch when memory holds every prompt
+    assert batch_rows(None, 300, 256) == 152  # spread evenly: 2 batches of 152 rather than 256 + 44
+    assert batch_rows("auto", 5, 8) == 5 and batch_rows(8, 3, 1) == 3 and batch_rows(64, 224, 1) == 64
+    for bad in (0, -1, "eight", True):
+        with pytest.raises(UserError, match="batch size"):
+            batch_rows(bad, 10, 8)
+    assert cache_length(1, 512) == CACHE_BUCKET + 512
+    assert cache_length(CACHE_BUCKET, 10) == CACHE_BUCKET + 10 and cache_length(CACHE_BUCKET + 1, 10) == 138
+
+
+def test_cpu_plan_says_once_that_it_does_not_compile(loaded, capsys, monkeypatch):
+    from eeve_sft import generation
+
+    model, tokenizer = loaded
+    monkeypatch.setattr(generation, "_notes_printed", set())
+    plan = generation.decode_plan(model)
+    assert not plan.compiled and plan.static and "without torch.compile" in plan.note
+    for _ in range(2):
+        generate_batch(model, tokenizer, QUESTIONS[:1], progress=False, **GREEDY)
+    assert capsys.readouterr().err.strip().splitlines() == [plan.note]  # one line, not one per call
+    assert generation.auto_batch_size(model, 600, 100) == generation.CPU_BATCH
+
+
+def test_decoding_attention_in_place_equals_repeated_heads():
+    """One decoding step through sdpa_gqa_decode gives the logits of transformers' own SDPA attention."""
+    from transformers import AutoModelForCausalLM
+
+    from eeve_sft.generation import GQA_DECODE_ATTENTION, use_gqa_decode_attention
+
+    model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL).eval()
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped: the case that matters
+    ids = torch.tensor([[1, 200, 300, 400, 500], [2, 2, 1, 600, 700]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+
+    def last_step_logits():
+        with torch.no_grad():
+            prefix = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
+            step = model(input_ids=ids[:, -1:], attention_mask=mask, past_key_values=prefix.past_key_values)
+        return step.logits
+
+    reference = last_step_logits()
+    use_gqa_decode_attention(model)
+    assert model.config._attn_implementation == GQA_DECODE_ATTENTION
+    torch.testing.assert_close(last_step_logits(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_progress_counts_stopped_prompts_and_generated_tokens():
+    from eeve_sft.generation import ProgressStreamer
+
+    class Bar:
+        prompts, tokens = 0, 0
+
+        def update(self, n):
+            self.prompts += n
+
+        def add_tokens(self, n):
+            self.tokens += n
+
+    bar = Bar()
+    streamer = ProgressStreamer(bar, {EOS, PAD}, real_rows=2)  # a third row only fills the batch
+    streamer.put(torch.tensor([[1, 5, 6], [1, 7, 8], [1, 7, 8]]))  # the prompt: not counted
+    streamer.put(torch.tensor([10, 11, 11]))
+    streamer.put(torch.tensor([EOS, 12, 12]))  # row 0 stops
+    streamer.put(torch.tensor([PAD, 13, 13]))  # row 0 now gets padding, which is not generated text
+    assert (bar.prompts, bar.tokens) == (1, 4)
+    streamer.end()  # row 1 hit the length limit
+    assert bar.prompts == 2

@@ -27,6 +27,9 @@ class Run:
     summary: dict  # empty while a run has not finished (or stopped without writing it)
     polite_rate: float | None = None
     polite_model: str | None = None  # which evaluated model of the run the rate belongs to
+    polite_prompts: int | None = None  # how many prompts the rate was measured on
+    prompt_set: str | None = None  # which prompts: eval.json's fingerprint, else its file and count
+    prompt_source: str | None = None  # the prompts as a reader knows them: file and count
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -67,19 +70,35 @@ def _eval_entry_for(run_dir: Path, models: list[dict]) -> dict | None:
     return models[0] if len(models) == 1 else None
 
 
-def find_polite_rate(run_dir: Path) -> tuple[float | None, str | None]:
-    """The 존댓말 rate from ``eval.json`` in the run dir or its ``eval/`` subdir, with the model it is for."""
+@dataclass
+class PoliteRate:
+    rate: float | None = None
+    model: str | None = None
+    prompts: int | None = None
+    prompt_set: str | None = None
+    prompt_source: str | None = None
+
+
+def find_polite_rate(run_dir: Path) -> PoliteRate:
+    """The 존댓말 rate from ``eval.json`` in the run dir or its ``eval/`` subdir: the model it is for, how many
+    prompts it was measured on, and which prompt set that was."""
     for candidate in (run_dir / "eval.json", run_dir / "eval" / "eval.json"):
         if not candidate.is_file():
             continue
         try:
-            models = json.loads(candidate.read_text(encoding="utf-8")).get("models", [])
+            document = json.loads(candidate.read_text(encoding="utf-8"))
+            models = document.get("models", [])
         except (json.JSONDecodeError, AttributeError):
             raise UserError(f"{candidate} is not an evaluation result (eval.json from scripts/evaluate.py)") from None
         entry = _eval_entry_for(run_dir, models)
         if entry is not None:
-            return entry.get("polite_rate"), entry.get("name") or entry.get("model_path")
-    return None, None
+            prompts = entry.get("num_prompts", document.get("num_prompts"))
+            source = f"{document.get('prompts_file')}, {prompts} prompts"
+            # Older eval.json files carry no fingerprint: their file and prompt count stand for the set.
+            prompt_set = document.get("prompt_set") or source
+            return PoliteRate(entry.get("polite_rate"), entry.get("name") or entry.get("model_path"), prompts,
+                              prompt_set, source)
+    return PoliteRate()
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -107,8 +126,9 @@ def load_run(run_dir: str | Path) -> Run:
             summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             raise UserError(f"{path / 'summary.json'} is not valid JSON") from None
-    rate, model = find_polite_rate(path)
-    return Run(path, path.resolve().name, recipe, metrics, summary, rate, model)
+    polite = find_polite_rate(path)
+    return Run(path, path.resolve().name, recipe, metrics, summary, polite.rate, polite.model, polite.prompts,
+               polite.prompt_set, polite.prompt_source)
 
 
 def _unique_names(runs: list[Run]) -> None:
@@ -156,6 +176,7 @@ def run_figures(run: Run) -> dict:
         "wall_time_seconds": s.get("wall_time_seconds"),
         "global_step": s.get("global_step", max((e.get("step", 0) for e in run.metrics), default=None)),
         "polite_rate": run.polite_rate,
+        "polite_prompts": run.polite_prompts,
         "finished": bool(s),
     }
 
@@ -286,6 +307,7 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE) -> str:
         ("wall time (h:mm:ss)", "wall_time_seconds", "time"),
         ("steps", "global_step", ""),
         ("존댓말 rate", "polite_rate", "pct"),
+        ("존댓말 rate measured on (prompts)", "polite_prompts", ""),
     ]
     figures = [run_figures(r) for r in runs]
     out += ["## Results", "", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(runs)]
@@ -295,6 +317,9 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE) -> str:
     notes = [f"`{r.name}` has no summary.json (still running, or stopped early): figures come from its logs."
              for r, f in zip(runs, figures, strict=True) if not f["finished"]]
     notes += [f"`{r.name}`: 존댓말 rate of `{r.polite_model}` (from its eval.json)." for r in runs if r.polite_model]
+    if len({r.prompt_set for r in runs if r.prompt_set}) > 1:
+        notes.append("The 존댓말 rates were measured on different prompt sets (" + "; ".join(
+            f"`{r.name}`: {r.prompt_source}" for r in runs if r.prompt_set) + "): they are not directly comparable.")
     if notes:
         out += [f"- {n}" for n in notes] + [""]
     out += ["## Loss curves", "", f"![train and eval loss against step and tokens seen]({plot_file})", "",

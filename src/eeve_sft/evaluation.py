@@ -9,6 +9,7 @@ as training). Optionally lm-evaluation-harness benchmarks. Results go to ``eval.
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib.util
 import json
 import math
@@ -66,8 +67,14 @@ def _prompt_problem(messages: object) -> str | None:
     return conversation_problem([*messages, {"role": "assistant", "content": "."}])
 
 
+def _text_prompt(line: str) -> dict:
+    return {"messages": [{"role": "user", "content": line.strip()}]}
+
+
 def load_prompts(path: str | Path) -> list[EvalPrompt]:
-    """Read a prompts JSONL file: rows ``{"id", "category", "messages": [..., {"role": "user", ...}]}``.
+    """Read a prompts file: JSONL rows ``{"messages": [..., {"role": "user", ...}]}`` (the training format) with
+    ``id`` and ``category`` optional, or a ``.txt`` file with one 반말 prompt per line. Blank lines are skipped;
+    a prompt's id defaults to its line number.
 
     Any malformed row stops the run with its line number: a silently skipped prompt would change the rates.
     """
@@ -76,6 +83,7 @@ def load_prompts(path: str | Path) -> list[EvalPrompt]:
         raise UserError(f"prompt file not found: {path}")
     prompts: list[EvalPrompt] = []
     seen: dict[str, int] = {}
+    plain_text = path.suffix.lower() == ".txt"
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
@@ -84,13 +92,16 @@ def load_prompts(path: str | Path) -> list[EvalPrompt]:
         if not line.strip():
             continue
         where = f"{path} line {lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{where}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{where}: a row must be a JSON object with id, category and messages")
-        prompt_id = row.get("id")
+        if plain_text:
+            row = _text_prompt(line)
+        else:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{where}: a row must be a JSON object with messages (id and category optional)")
+        prompt_id = row.get("id", lineno)
         if not isinstance(prompt_id, (str, int)) or isinstance(prompt_id, bool) or str(prompt_id) == "":
             raise UserError(f"{where}: 'id' must be a non-empty string or an integer")
         prompt_id = str(prompt_id)
@@ -107,6 +118,13 @@ def load_prompts(path: str | Path) -> list[EvalPrompt]:
     if not prompts:
         raise UserError(f"prompt file {path} holds no prompts")
     return prompts
+
+
+def prompt_set_id(prompts: list[EvalPrompt]) -> str:
+    """A short fingerprint of the prompts themselves (ids and messages), whatever file they came from: two runs
+    with the same fingerprint answered the same questions."""
+    payload = json.dumps([[p.id, p.messages] for p in prompts], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------- model list
@@ -319,7 +337,7 @@ def lm_eval_request(
     tasks: list[str],
     device: str,
     dtype: str,
-    batch_size: int,
+    batch_size: int | str,
     limit: int | None = None,
     include_path: str | None = None,
 ) -> dict:
@@ -386,7 +404,7 @@ def run_lm_eval(request: dict) -> dict:
 @dataclass
 class EvalSettings:
     sampling: SamplingConfig = EVAL_SAMPLING
-    batch_size: int = 8
+    batch_size: int | str | None = "auto"  # a number, or "auto": as many prompts at once as GPU memory holds
     load_in_4bit: bool = False
     device: str | None = None
     loss_batch_size: int = 4
@@ -417,7 +435,7 @@ def evaluate_model(
     if settings.lm_eval_tasks:
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
         request = lm_eval_request(
-            source, settings.lm_eval_tasks, device, dtype, settings.batch_size,
+            source, settings.lm_eval_tasks, device, dtype, settings.batch_size or "auto",
             settings.lm_eval_limit, settings.lm_eval_include,
         )
         report.lm_eval = run_lm_eval(request)
@@ -453,6 +471,7 @@ def run_evaluation(
     document = {
         "prompts_file": str(prompts_path),
         "num_prompts": len(prompts),
+        "prompt_set": prompt_set_id(prompts),
         "generation": {**asdict(settings.sampling), "batch_size": settings.batch_size,
                        "load_in_4bit": settings.load_in_4bit},
         "eval_data": eval_data.description if eval_data else None,
@@ -482,14 +501,14 @@ def _num(value: float | None, digits: int = 4) -> str:
 def results_table(models: list[dict]) -> str:
     """The per-model summary table (also used by the model card)."""
     lines = [
-        "| model | 존댓말 rate | polite | 반말 | mixed | neutral | hit length limit | mean chars | mean tokens "
-        "| eval loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | 존댓말 rate | prompts | polite | 반말 | mixed | neutral | hit length limit | mean chars "
+        "| mean tokens | eval loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in models:
         c = m["counts"]
         lines.append(
-            f"| {_cell(m['name'])} | {_pct(m['polite_rate'])} | {c.get(POLITE, 0)} | {c.get(BANMAL, 0)} | "
+            f"| {_cell(m['name'])} | {_pct(m['polite_rate'])} | {m.get('num_prompts', '—')} | {c.get(POLITE, 0)} | {c.get(BANMAL, 0)} | "
             f"{c.get(MIXED, 0)} | {c.get(NEUTRAL, 0)} | {m['length_limit_hits']} | "
             f"{m['mean_answer_chars']:.1f} | {m['mean_answer_tokens']:.1f} | {_num(m.get('eval_loss'))} |"
         )
@@ -505,9 +524,11 @@ def render_markdown(document: dict, samples_per_label: int = 3, seed: int = 0) -
     out = [
         "# Politeness evaluation",
         "",
-        f"{document['num_prompts']} prompts from `{document['prompts_file']}`; {decoding}, "
+        f"{document['num_prompts']} prompts from `{document['prompts_file']}`"
+        + (f" (prompt set `{document['prompt_set']}`)" if document.get("prompt_set") else "")
+        + f"; {decoding}, "
         f"repetition penalty {gen['repetition_penalty']}, at most {gen['max_new_tokens']} new tokens.",
-        "The 존댓말 rate is the share of all answers labelled `polite`.",
+        "The 존댓말 rate is the share of all answers labelled `polite`, over the number of prompts in its row.",
     ]
     if document.get("eval_data"):
         out.append(f"Eval loss: mean token loss on the assistant tokens of {document['eval_data']}.")

@@ -18,6 +18,7 @@ from typing import TextIO
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextStreamer, set_seed
 
+from . import generation
 from .errors import UserError, first_line
 from .template import apply_eeve_template, encode_prompt, pad_token_id, special_token_ids, stop_token_ids
 
@@ -38,10 +39,13 @@ class SamplingConfig:
     top_k: int = 50
     repetition_penalty: float = 1.1
     seed: int | None = None
+    min_new_tokens: int = 0  # no stop before this many tokens: benchmarks force a fixed length with it
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise UserError(f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
         if self.do_sample and self.temperature <= 0:
             raise UserError(f"temperature must be above 0 when sampling, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -65,6 +69,8 @@ class SamplingConfig:
             repetition_penalty=self.repetition_penalty,
             **special_token_ids(tokenizer),
         )
+        if self.min_new_tokens:
+            common["min_new_tokens"] = self.min_new_tokens
         if not self.do_sample:
             return GenerationConfig(do_sample=False, **common)
         return GenerationConfig(
@@ -252,10 +258,6 @@ def load_for_inference(
     return model, tokenizer
 
 
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _answer(tokenizer, new_ids: list[int], stops: set[int]) -> GenerationResult:
     end = next((i for i, tok in enumerate(new_ids) if tok in stops), None)
     answer_ids = new_ids if end is None else new_ids[:end]
@@ -265,56 +267,64 @@ def _answer(tokenizer, new_ids: list[int], stops: set[int]) -> GenerationResult:
 
 @torch.inference_mode()
 def generate_batch(
-    model, tokenizer, conversations: list[list[dict]], batch_size: int = 8, **sampling
+    model, tokenizer, conversations: list[list[dict]], batch_size: int | str | None = "auto",
+    fast: bool = True, progress: bool = True, **sampling
 ) -> list[GenerationResult]:
     """Answer each conversation (a message list ending with a user turn), `batch_size` at a time.
 
-    Prompts are left-padded with ``</s>`` and masked out, so a prompt's answer does not depend on its
-    neighbours under greedy decoding. Results come back in the order of `conversations`.
+    `batch_size` is a number, or ``"auto"``/None: as many as the free GPU memory holds (8 on a CPU). Prompts are
+    left-padded with ``</s>`` and masked out, so a prompt's answer does not depend on its neighbours under greedy
+    decoding. `fast` (default) is the static-cache, compiled path of :mod:`eeve_sft.generation`; ``fast=False``
+    is transformers' plain ``generate``. `progress` shows a progress bar on stderr. Results come back in the order
+    of `conversations`.
     """
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
     config = SamplingConfig.from_kwargs(**sampling)
     generation_config = config.generation_config(tokenizer)
     if config.seed is not None:
         set_seed(config.seed)
     prompts = [encode_prompt(tokenizer, messages) for messages in conversations]
-    pad = pad_token_id(tokenizer)
     stops = set(stop_token_ids(tokenizer))
-    device = _model_device(model)
-    # Longest first: similar lengths share a batch, so little compute goes to padding.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
-    results: list[GenerationResult | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk], device=device)
-        attention_mask = torch.tensor(
-            [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk], device=device
-        )
-        output = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
-        )
-        for row, index in enumerate(chunk):
-            results[index] = _answer(tokenizer, output[row, width:].tolist(), stops)
-    return results  # type: ignore[return-value]
+    new_ids = generation.generate_ids(
+        model, prompts, generation_config, pad_token_id(tokenizer), stops, batch_size=batch_size, fast=fast,
+        progress=progress,
+    )
+    return [_answer(tokenizer, ids, stops) for ids in new_ids]
+
+
+def chat_cache_length(model, prompt_tokens: int, max_new_tokens: int) -> int:
+    """A chat's cache length: the model's context, so every turn of a growing conversation reuses one compile."""
+    context = getattr(model.config.get_text_config(decoder=True), "max_position_embeddings", 0) or 0
+    return max(context, generation.cache_length(prompt_tokens, max_new_tokens))
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, messages: list[dict], streamer=None, **sampling) -> str:
-    """Answer one conversation; `streamer` (e.g. :class:`AnswerStreamer`) receives tokens as they come."""
+def generate(model, tokenizer, messages: list[dict], streamer=None, fast: bool = True, **sampling) -> str:
+    """Answer one conversation; `streamer` (e.g. :class:`AnswerStreamer`) receives tokens as they come.
+
+    The fast path sizes its cache for the model's whole context (compiled once for a chat); ``fast=False`` is
+    plain ``generate``, which pays no compile for a single answer.
+    """
     config = SamplingConfig.from_kwargs(**sampling)
     if config.seed is not None:
         set_seed(config.seed)
     prompt = encode_prompt(tokenizer, messages)
-    input_ids = torch.tensor([prompt], device=_model_device(model))
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        generation_config=config.generation_config(tokenizer),
-        streamer=streamer,
+    stops = set(stop_token_ids(tokenizer))
+    compiled = fast and generation.decode_plan(model).compiled
+    cache_len = chat_cache_length(model, len(prompt), config.max_new_tokens) if compiled else 0
+    [new_ids] = generation.generate_ids(
+        model, [prompt], config.generation_config(tokenizer), pad_token_id(tokenizer), stops, batch_size=1,
+        fast=fast, progress=False, streamer=streamer, min_cache_len=cache_len,
     )
-    return _answer(tokenizer, output[0, len(prompt) :].tolist(), set(stop_token_ids(tokenizer))).text
+    return _answer(tokenizer, new_ids, stops).text
+
+
+@torch.inference_mode()
+def warm_up_chat(model, tokenizer, sampling: SamplingConfig, system_prompt: str | None = None) -> None:
+    """Compile the chat's decoding step before the first question, so every answer streams at once."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    prompt = encode_prompt(tokenizer, [*messages, {"role": "user", "content": "."}])
+    cache_len = chat_cache_length(model, len(prompt), sampling.max_new_tokens)
+    generation.warm_up(model, sampling.generation_config(tokenizer), pad_token_id(tokenizer), prompt, cache_len)
 
 
 class AnswerStreamer(TextStreamer):
