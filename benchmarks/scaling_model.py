@@ -70,6 +70,7 @@ class Setup:
     engine: str  # ddp, zero2, zero3
     grad_bytes: int  # bytes per trainable parameter in the gradients that are reduced
     gathered_bytes: int = 0  # ZeRO-3: bytes of all parameters gathered for each forward and backward
+    overhead_s: float = 0.0  # fixed cost per micro-step that more GPUs do not remove
 
 
 # Per-GPU speed: QLoRA default 5,015-5,492 tokens/s over nine runs (5,250 taken), bf16 fast 7,495-8,443 over five
@@ -81,8 +82,8 @@ SETUPS = [
     Setup("QLoRA default, DDP", 5250, 8161, 1, True, "ddp", 4),
     Setup("bf16 fast, DDP", 8000, 8161 // 2, 2, False, "ddp", 4),
     Setup("bf16 fast, ZeRO-2", 8000, 8161 // 2, 2, False, "zero2", 2),
-    Setup("QLoRA (bf16 storage), ZeRO-3", 5250, 8161, 1, True, "zero3", 2, QLORA_4BIT_BYTES),
-    Setup("bf16, ZeRO-3", 8000, 8161 // 2, 2, False, "zero3", 2, BF16_BYTES),
+    Setup("QLoRA (bf16 storage), ZeRO-3", 5250, 8161, 1, True, "zero3", 2, QLORA_4BIT_BYTES, ZERO3_OVERHEAD_S),
+    Setup("bf16, ZeRO-3", 8000, 8161 // 2, 2, False, "zero3", 2, BF16_BYTES, ZERO3_OVERHEAD_S),
 ]
 GPU_COUNTS = (1, 8, 16, 64)
 
@@ -126,10 +127,7 @@ def comm_seconds_per_step(setup: Setup, gpus: int, network: Network) -> float:
 
 
 def compute_seconds_per_step(setup: Setup) -> float:
-    seconds = setup.tokens_per_micro_step * setup.micro_steps / setup.tokens_per_s
-    if setup.engine == "zero3":
-        seconds += setup.micro_steps * ZERO3_OVERHEAD_S
-    return seconds
+    return setup.micro_steps * (setup.tokens_per_micro_step / setup.tokens_per_s + setup.overhead_s)
 
 
 def overlap_window(setup: Setup) -> float:
@@ -169,7 +167,8 @@ def slowest_hidden_network(setup: Setup, gpus: int) -> float:
 
 def smallest_hidden_batch(setup: Setup, gpus: int, network: Network) -> int | None:
     """Fewest tokens per GPU per optimizer step that still hide the communication (compute shrinks with the
-    batch, the bytes do not); None when even the measured batch does not."""
+    batch, the bytes do not), leaving out any fixed overhead; None when even the measured batch does not."""
+    setup = replace(setup, overhead_s=0.0)
     if dominates(setup, gpus, network):
         return None
     low, high = 1.0, float(setup.tokens_per_micro_step)
@@ -201,15 +200,15 @@ def tables() -> str:
                 cells.append(f"{row['tokens_per_s']:,.0f} · {fmt_hours(row['hours'])} · "
                              f"{row['comm_s'] / row['compute_s']:.2f}")
             lines.append(f"| {setup.name} | {gpus} | " + " | ".join(cells) + " |")
-    lines += ["", "| setup (64 GPUs) | bytes per GPU per step | communication dominates below, per node | "
-              + " | ".join(f"{n}: dominates below, tokens per GPU per step" for n in names) + " |",
+    lines += ["", "| setup, 64 GPUs | sent per GPU per step | dominates below this network speed per node | "
+              + " | ".join(f"{n}: dominates below this many tokens per GPU per step" for n in names) + " |",
               "|---|---:|---:|" + "---:|" * len(NETWORKS)]
     for setup in SETUPS:
         sent = comm_bytes_per_gpu(setup, 64)
         cells = []
         for network in NETWORKS:
             batch = smallest_hidden_batch(setup, 64, network)
-            cells.append(f"{batch:,}" if batch else "dominates already")
+            cells.append(f"{batch:,}" if batch else "already at the measured batch")
         lines.append(f"| {setup.name} | {sent / 1e9:.1f} GB | {slowest_hidden_network(setup, 64):,.0f} Gb/s | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -255,20 +254,24 @@ def section() -> str:
         "",
         "Reading it:",
         "",
-        "- DDP and ZeRO-2 send little: a LoRA step reduces 0.5–1 GB against 1–1.6 s of compute, so within a node",
-        "  and over 8 × 400 Gb/s InfiniBand communication stays a few percent of the step and the model scales",
-        "  almost linearly to 64 GPUs (the QLoRA run from ~4.7 h on one GPU to ~4–5 minutes of training on 64).",
-        "- One 400 Gb/s NIC per node still hides the LoRA gradients behind the backward pass at 16 GPUs and",
-        "  costs a little at 64; 100 Gb/s Ethernet is where DDP's fp32 gradients start to show, ZeRO-2's bf16",
-        "  gradients later (the second table).",
-        "- ZeRO-3 is the exception: it moves the whole frozen base model two or three times per micro-step to shard",
-        "  it, 20–70× the LoRA gradients, and its one-GPU overhead stays. Use it only when the model does not fit",
-        "  on one card (for EEVE: cards under ~24 GB for QLoRA, under ~60 GB for bf16); where it fits, DDP",
-        "  (QLoRA) or ZeRO-2 (bf16) is faster at every size here.",
+        "- DDP and ZeRO-2 send little: LoRA gradients are 0.5–1 GB a step against 1–1.6 s of compute, so",
+        "  communication stays at 1–5% of the compute within a node and over 8 × 400 Gb/s InfiniBand, up to 10%",
+        "  over one 400 Gb/s NIC and 14–29% over 100 Gb/s Ethernet, all of it hidden behind the backward pass:",
+        "  in the model both scale linearly to 64 GPUs (the QLoRA default from 4.7 h on one GPU to about 4",
+        "  minutes of training steps on 64; the bf16 fast recipe from 3.1 h to 3 minutes).",
+        "- Communication would dominate DDP/ZeRO-2 only on a network slower than 18–31 Gb/s per node, or when a",
+        "  GPU's step shrinks below 80–1,200 tokens (InfiniBand) or 1,800–3,600 tokens (100 Gb/s Ethernet), far",
+        "  below the recipes' 8,161 (second table). bf16 DDP sends fp32 gradients, twice ZeRO-2's bf16 ones,",
+        "  which is why ZeRO-2 has the lower thresholds.",
+        "- ZeRO-3 is different: to shard the frozen base model it gathers all of it two or three times per",
+        "  micro-step, 19 GB (QLoRA) or 88 GB (bf16) per GPU per step, and its measured one-GPU overhead stays. bf16",
+        "  ZeRO-3 over 100 Gb/s Ethernet is communication-bound from 16 GPUs, and even on InfiniBand ZeRO-3 runs",
+        "  at a third (QLoRA) to a seventh (bf16) of DDP's speed. Use it only when the model does not fit on one",
+        "  card; where it fits, DDP (QLoRA) or ZeRO-2 (bf16) is faster at every size here.",
         "- Outside the model: the global batch grows with the GPU count (4 packed rows per GPU per step), so at",
         "  64 GPUs the run has ~170 optimizer steps instead of ~11,000 and the learning rate, warmup and",
-        "  `eval_steps`/`save_steps` need retuning; fixed costs (loading the model, evaluation, checkpoints) then",
-        "  take a larger share of the wall time than the training steps.",
+        "  `eval_steps`/`save_steps` need retuning; fixed costs (loading the model on every GPU, evaluation,",
+        "  checkpoints) then take more of the wall time than the training steps do.",
         END,
     ])
 

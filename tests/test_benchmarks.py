@@ -54,3 +54,18 @@ def test_every_benchmark_variant_is_a_valid_recipe_with_its_overrides_applied(tm
             name = {"activation_checkpointing": "gradient_checkpointing",
                     "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}.get(key, key)
             assert values.get(name, values.get(key)) == value, (variant.name, key)
+
+
+def test_scaling_model_section_is_the_models_output():
+    spec = importlib.util.spec_from_file_location("scaling_model", REPO / "benchmarks/scaling_model.py")
+    model = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("scaling_model", model)  # dataclasses look their module up there
+    spec.loader.exec_module(model)
+    assert model.LORA_PARAMS == 251_658_240  # r 64 on q, k, v, o, gate, up, down of 48 layers
+    ddp = model.SETUPS[0]
+    # Ring all-reduce of the fp32 LoRA gradients over 16 GPUs: 2 x 15/16 x 1.007 GB at 80% of 400 GB/s, plus the
+    # latency of 41 buckets x 30 ring steps x 10 us.
+    seconds = model.comm_seconds_per_step(ddp, 16, model.NETWORKS[0])
+    assert 2 * 15 / 16 * model.LORA_PARAMS * 4 / (0.8 * 400e9) < seconds < 0.03
+    assert model.comm_seconds_per_step(ddp, 1, model.NETWORKS[0]) == 0.0
+    assert model.section() in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")

@@ -36,11 +36,17 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import DEMO_RECIPE, REPO, run_script
+from eeve_sft.distributed import is_lost_process, stop_when_a_process_is_lost
+from eeve_sft.errors import UserError
 
 # A few steps, checkpoints every 2, no evaluation: short, and long enough to stop a machine mid-run and resume.
 FLAGS = ["--max_steps", "6", "--logging_steps", "1", "--save_steps", "2", "--eval_strategy", "no",
          "--load_best_model_at_end", "false", "--early_stopping_patience", "null"]
 GLOBAL_ROWS = 4  # packed rows per optimizer step: 4 in one process, 2 in each of two
+# Two processes sum their gradients in another order than one process does; Adam's first steps (update ~ lr x sign
+# of the gradient) carry that rounding into the losses: ~1e-4 relative by step 6 at the demo's learning rate.
+LOSS_RTOL = 1e-3
+WEIGHT_ATOL = 1e-3
 NODE_TIMEOUT = 240  # seconds any launch may take before the test stops it
 REPO_ENTRIES = ("accelerate_configs", "assets", "data", "recipes", "scripts")
 
@@ -229,11 +235,33 @@ def test_launch_slurm_refuses_a_missing_recipe_in_one_line(tmp_path):
     assert status == 2 and not calls and stderr.strip().startswith("error: usage:")
 
 
-def test_a_dead_machine_stops_the_other_with_an_error(two_machines):
-    _, first, _, stopped_after = two_machines
+def test_a_dead_machine_stops_the_other_with_one_clear_line(two_machines):
+    out, first, _, stopped_after = two_machines
     assert first.procs[0].returncode not in (0, None)
     assert stopped_after < 120, "machine 0 kept waiting for the dead machine"
-    print(first.output(0)[-2000:])
+    errors = [line for line in first.output(0).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, first.output(0)[-3000:]
+    assert "another process of this run stopped" in errors[0]
+    assert f"resume from {out / 'checkpoint-2'}" in errors[0]
+
+
+def test_only_collective_failures_become_the_lost_process_line(tmp_path):
+    import torch.distributed as dist
+
+    gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error: Connection reset")
+    for err in (gloo, dist.DistBackendError("NCCL communicator was aborted"), dist.DistNetworkError("timed out")):
+        assert is_lost_process(err)
+    assert not is_lost_process(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    with pytest.raises(UserError, match="no checkpoint was written yet"):
+        with stop_when_a_process_is_lost(tmp_path / "none"):
+            raise gloo
+    (tmp_path / "checkpoint-4").mkdir()
+    with pytest.raises(UserError, match=f"resume from {tmp_path / 'checkpoint-4'} by relaunching"):
+        with stop_when_a_process_is_lost(tmp_path):
+            raise gloo
+    with pytest.raises(ValueError, match="a bug"):
+        with stop_when_a_process_is_lost(tmp_path):
+            raise ValueError("a bug")
 
 
 def test_two_machines_train_as_one_process_and_resume(two_machines, one_process):
@@ -244,8 +272,8 @@ def test_two_machines_train_as_one_process_and_resume(two_machines, one_process)
     reference, resumed = losses_by_step(one_process), losses_by_step(out)
     assert sorted(resumed) == sorted(reference) == [1, 2, 3, 4, 5, 6]
     assert [resumed[s] for s in sorted(resumed)] == pytest.approx([reference[s] for s in sorted(reference)],
-                                                                  rel=1e-5)
-    assert max_weight_difference(out / "final", one_process / "final") < 1e-5
+                                                                  rel=LOSS_RTOL)
+    assert max_weight_difference(out / "final", one_process / "final") < WEIGHT_ATOL
 
 
 def test_only_the_main_process_writes_the_run_record(two_machines):
@@ -270,8 +298,8 @@ def test_zero2_on_two_machines_trains_as_one_process(one_process, tmp_path):
     finally:
         machines.stop()
     assert json.loads((out / "run_info.json").read_text(encoding="utf-8"))["world_size"] == 2
-    assert losses_by_step(out) == pytest.approx(losses_by_step(one_process), rel=1e-5)
-    assert max_weight_difference(out / "final", one_process / "final") < 1e-5
+    assert losses_by_step(out) == pytest.approx(losses_by_step(one_process), rel=LOSS_RTOL)
+    assert max_weight_difference(out / "final", one_process / "final") < WEIGHT_ATOL
 
 
 def test_zero3_with_two_processes_gathers_the_whole_adapter(one_process, tmp_path):
@@ -286,6 +314,6 @@ def test_zero3_with_two_processes_gathers_the_whole_adapter(one_process, tmp_pat
         timeout=NODE_TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "run_info.json").read_text(encoding="utf-8"))["world_size"] == 2
-    assert losses_by_step(out) == pytest.approx(losses_by_step(one_process), rel=1e-5)
+    assert losses_by_step(out) == pytest.approx(losses_by_step(one_process), rel=LOSS_RTOL)
     # Each process holds half of every LoRA weight: a save that did not gather them would differ.
-    assert max_weight_difference(out / "final", one_process / "final") < 1e-5
+    assert max_weight_difference(out / "final", one_process / "final") < WEIGHT_ATOL
