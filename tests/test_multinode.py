@@ -43,10 +43,13 @@ from eeve_sft.errors import UserError
 FLAGS = ["--max_steps", "6", "--logging_steps", "1", "--save_steps", "2", "--eval_strategy", "no",
          "--load_best_model_at_end", "false", "--early_stopping_patience", "null"]
 GLOBAL_ROWS = 4  # packed rows per optimizer step: 4 in one process, 2 in each of two
-# Two processes sum their gradients in another order than one process does; Adam's first steps (update ~ lr x sign
-# of the gradient) carry that rounding into the losses: ~1e-4 relative by step 6 at the demo's learning rate.
+# Two processes sum their gradients in another order than one process does. Steps 1 and 2 (the first at learning
+# rate 0) differ by rounding only (1e-7 relative); then Adam's first updates, close to lr x the sign of each
+# gradient, carry that rounding forward, growing it about tenfold per step: 7e-6 at step 3, 1.2e-4 at step 6 on
+# the demo. Elementwise, adapter weights whose gradients are near zero can even move the other way, so adapters are
+# compared between runs with the same number of processes, where the sums are the same.
+FIRST_STEPS_RTOL = 1e-6
 LOSS_RTOL = 1e-3
-WEIGHT_ATOL = 1e-3
 NODE_TIMEOUT = 240  # seconds any launch may take before the test stops it
 REPO_ENTRIES = ("accelerate_configs", "assets", "data", "recipes", "scripts")
 
@@ -242,7 +245,7 @@ def test_a_dead_machine_stops_the_other_with_one_clear_line(two_machines):
     errors = [line for line in first.output(0).splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, first.output(0)[-3000:]
     assert "another process of this run stopped" in errors[0]
-    assert f"resume from {out / 'checkpoint-2'}" in errors[0]
+    assert f"resume from {out / 'checkpoint-2'} by relaunching every machine" in errors[0]
 
 
 def test_only_collective_failures_become_the_lost_process_line(tmp_path):
@@ -271,9 +274,9 @@ def test_two_machines_train_as_one_process_and_resume(two_machines, one_process)
     # The same global batch gives the same losses, step by step: steps 1-2 from the first launch, 3-6 resumed.
     reference, resumed = losses_by_step(one_process), losses_by_step(out)
     assert sorted(resumed) == sorted(reference) == [1, 2, 3, 4, 5, 6]
+    assert [resumed[1], resumed[2]] == pytest.approx([reference[1], reference[2]], rel=FIRST_STEPS_RTOL)
     assert [resumed[s] for s in sorted(resumed)] == pytest.approx([reference[s] for s in sorted(reference)],
                                                                   rel=LOSS_RTOL)
-    assert max_weight_difference(out / "final", one_process / "final") < WEIGHT_ATOL
 
 
 def test_only_the_main_process_writes_the_run_record(two_machines):
@@ -288,32 +291,19 @@ def test_only_the_main_process_writes_the_run_record(two_machines):
         assert sorted(p.name for p in folder.iterdir()) == sorted(REPO_ENTRIES)
 
 
-def test_zero2_on_two_machines_trains_as_one_process(one_process, tmp_path):
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_on_two_machines_trains_as_ddp(stage, two_machines, one_process, tmp_path):
     pytest.importorskip("deepspeed", reason="DeepSpeed is installed with the dev extra")
+    ddp = two_machines[0]
     out = tmp_path / "shared" / "run"
-    machines = Machines("zero2", tmp_path, out, "--save_strategy", "no",
-                        config="accelerate_configs/multi_node_zero2.yaml")
+    machines = Machines(f"zero{stage}", tmp_path, out, "--save_strategy", "no",
+                        config=f"accelerate_configs/multi_node_zero{stage}.yaml")
     try:
         assert machines.wait() == [0, 0], machines.output(0)[-3000:] + machines.output(1)[-3000:]
     finally:
         machines.stop()
     assert json.loads((out / "run_info.json").read_text(encoding="utf-8"))["world_size"] == 2
+    assert losses_by_step(out) == pytest.approx(losses_by_step(ddp), rel=1e-5)
     assert losses_by_step(out) == pytest.approx(losses_by_step(one_process), rel=LOSS_RTOL)
-    assert max_weight_difference(out / "final", one_process / "final") < WEIGHT_ATOL
-
-
-def test_zero3_with_two_processes_gathers_the_whole_adapter(one_process, tmp_path):
-    pytest.importorskip("deepspeed", reason="DeepSpeed is installed with the dev extra")
-    out = tmp_path / "run"
-    result = run_script(
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        str(REPO / "accelerate_configs/deepspeed_zero3.yaml"), "--num_processes", "2",
-        "--main_process_port", str(free_port()), "--mixed_precision", "no",
-        "scripts/sft.py", str(DEMO_RECIPE), "--output_dir", str(out),
-        "--per_device_train_batch_size", str(GLOBAL_ROWS // 2), *FLAGS, "--save_strategy", "no",
-        timeout=NODE_TIMEOUT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((out / "run_info.json").read_text(encoding="utf-8"))["world_size"] == 2
-    assert losses_by_step(out) == pytest.approx(losses_by_step(one_process), rel=LOSS_RTOL)
-    # Each process holds half of every LoRA weight: a save that did not gather them would differ.
-    assert max_weight_difference(out / "final", one_process / "final") < WEIGHT_ATOL
+    # Under ZeRO-3 each process holds half of every LoRA weight: a save that did not gather them would differ.
+    assert max_weight_difference(out / "final", ddp / "final") < 1e-5

@@ -27,7 +27,11 @@ def stop_when_a_process_is_lost(output_dir: Path) -> Iterator[None]:
     except Exception as err:
         if not is_lost_process(err):
             raise
+        import sys
+
         from transformers.trainer_utils import get_last_checkpoint
+
+        print(file=sys.stderr)  # the trainer's progress bar stops mid-line; the error gets a line of its own
 
         last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
         resume = (f"resume from {last} by relaunching every machine with --resume_from_checkpoint true" if last
