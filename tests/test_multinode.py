@@ -17,6 +17,12 @@ accelerate pick the CPU device and the gloo backend.
 DeepSpeed ZeRO-2 and ZeRO-3 also run with 2 CPU processes (its CPU accelerator falls back to gloo without oneCCL).
 On first use on a machine DeepSpeed compiles its shared-memory communication op (`deepspeed_shm_comm`, cached in
 ~/.cache/torch_extensions): a few minutes on 2 cores, shared with tests/test_deepspeed.py.
+
+Bounds: every launch is stopped after NODE_TIMEOUT seconds, and every process a launch started (torchrun starts its
+workers in sessions of their own, out of reach of a process-group kill) is killed when its test ends. A machine
+whose processes fail after training has finished leaves torchrun on the other machine waiting 300 s at its exit
+barrier (torch's fixed exit_barrier_timeout) before it exits with an error: that is the "hang at exit" of two
+torchrun nodes, and why a test here must never leave one machine behind.
 """
 
 from __future__ import annotations
