@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,12 +28,9 @@ def stop_when_a_process_is_lost(output_dir: Path) -> Iterator[None]:
     except Exception as err:
         if not is_lost_process(err):
             raise
-        import sys
-
         from transformers.trainer_utils import get_last_checkpoint
 
         print(file=sys.stderr)  # the trainer's progress bar stops mid-line; the error gets a line of its own
-
         last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
         resume = (f"resume from {last} by relaunching every machine with --resume_from_checkpoint true" if last
                   else "no checkpoint was written yet, so start the run again")
