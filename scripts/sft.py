@@ -17,6 +17,7 @@ from trl import SFTTrainer, get_peft_config, get_quantization_config
 
 from eeve_sft.callbacks import CheckpointExtrasCallback, RunRecordCallback
 from eeve_sft.data import check_conversations, load_splits, select_splits, tokenize_dataset
+from eeve_sft.distributed import stop_when_a_process_is_lost
 from eeve_sft.errors import UserError, run_cli
 from eeve_sft.modeling import (
     generation_config_for,
@@ -100,7 +101,8 @@ def main(argv: list[str]) -> None:
     )
     if training.bf16:
         skip_redundant_lora_input_casts(trainer.model)
-    trainer.train(resume_from_checkpoint=resume or None)
+    with stop_when_a_process_is_lost(output_dir):
+        trainer.train(resume_from_checkpoint=resume or None)
 
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))  # the adapter (the best one when load_best_model_at_end), with the tokenizer

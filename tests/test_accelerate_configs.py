@@ -54,3 +54,29 @@ def test_every_readme_launch_command_names_existing_files():
             for token in line.replace("`", " ").split():
                 if token.startswith(("accelerate_configs/", "recipes/")):
                     assert (REPO / token).is_file(), token
+
+
+@pytest.mark.parametrize("name, single_node", [("multi_node_ddp", "multi_gpu"), ("multi_node_zero2", "deepspeed_zero2"),
+                                               ("multi_node_zero3", "deepspeed_zero3")])
+def test_multi_node_configs_differ_from_their_single_node_config_only_in_the_machines(name, single_node):
+    config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
+    single = load_config_from_file(str(CONFIGS / f"{single_node}.yaml"))
+    assert config.num_machines == 2 and config.num_processes == 16 and config.machine_rank == 0
+    assert config.main_process_ip is None  # each cluster's own: given as a flag
+    assert config.distributed_type == single.distributed_type and config.mixed_precision == single.mixed_precision
+    assert config.deepspeed_config == single.deepspeed_config
+    if config.deepspeed_config:  # one accelerate launch per machine, no ssh/pdsh
+        assert config.deepspeed_config["deepspeed_multinode_launcher"] == "standard"
+
+
+def test_readme_multi_node_commands_pass_what_accelerate_reads_only_from_flags():
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = [line for line in readme.splitlines() if "multi_node_" in line and line.startswith("accelerate launch")]
+    assert [("--machine_rank 0" in c, "--machine_rank 1" in c) for c in commands] == [(True, False), (False, True)]
+    for command in commands:
+        args = launch_command_parser().parse_args(command.split()[2:])
+        args, _, _ = _validate_launch_command(args)
+        assert (args.num_machines, args.num_processes, args.main_process_ip) == (2, 16, "10.0.0.1")
+        assert args.rdzv_backend == "static" and args.same_network is True

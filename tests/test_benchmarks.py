@@ -201,3 +201,15 @@ def test_generation_targets_are_judged_on_the_figures(tmp_path):
     lines = bench.target_lines(document)
     assert lines[0].endswith("(bf16 fast b64), met") and lines[1].endswith("(bf16 fast auto), missed")
     assert lines[2].endswith("not measured in this run")
+
+
+def test_scaling_model_section_is_the_models_output():
+    model = load_module("scaling_model")
+    assert model.LORA_PARAMS == 251_658_240  # r 64 on q, k, v, o, gate, up, down of 48 layers
+    ddp = model.SETUPS[0]
+    # Ring all-reduce of the fp32 LoRA gradients over 16 GPUs: 2 x 15/16 x 1.007 GB at 80% of 400 GB/s, plus the
+    # latency of 41 buckets x 30 ring steps x 10 us.
+    seconds = model.comm_seconds_per_step(ddp, 16, model.NETWORKS[0])
+    assert 2 * 15 / 16 * model.LORA_PARAMS * 4 / (0.8 * 400e9) < seconds < 0.03
+    assert model.comm_seconds_per_step(ddp, 1, model.NETWORKS[0]) == 0.0
+    assert model.section() in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
