@@ -13,13 +13,13 @@ import sys
 from dataclasses import asdict
 
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.inference import SamplingConfig, chat_loop, generate, load_for_inference
+from eeve_sft.sampling import SamplingConfig
 
 DEFAULTS = SamplingConfig()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", help="adapter, merged model or Hub id (default: the EEVE base model)")
     parser.add_argument("--load-in-4bit", action="store_true", help="load the weights in NF4 (needs a CUDA GPU)")
     parser.add_argument("--prompt", help="answer this one message and exit")
@@ -43,6 +43,8 @@ def main(argv: list[str]) -> None:
     )
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("--prompt is empty")
+    from eeve_sft.inference import chat_loop, generate, load_for_inference
+
     model, tokenizer = load_for_inference(args.model_path, load_in_4bit=args.load_in_4bit, device=args.device)
     system = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
