@@ -59,7 +59,7 @@ def main(argv: list[str]) -> None:
     # Decide what happens to output_dir before anything heavy runs, and write nothing there yet.
     run = RunDir(training.output_dir)
     resume = resume_target(run, training.resume_from_checkpoint)
-    if resume and run.is_complete(training):
+    if resume and run.is_complete(training, resume):
         print(f"{run.path} is already complete (step {run.summary().get('global_step')}): nothing to resume; "
               f"left as it was")
         return

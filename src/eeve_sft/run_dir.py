@@ -99,19 +99,24 @@ class RunDir:
         """checkpoint-N folders, by step."""
         if not self.path.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.path.iterdir() if (m := _CHECKPOINT.fullmatch(p.name)) and p.is_dir()]
+        found = [(int(m.group(1)), p) for p in self.path.iterdir()
+                 if (m := _CHECKPOINT.fullmatch(p.name)) and p.is_dir()]
         return [p for _, p in sorted(found)]
 
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
         return found[-1] if found else None
 
-    def is_complete(self, training) -> bool:
-        """True when this run finished (final adapter and summary written) and `training` asks for no more steps
-        than it ran: a resume of it would change nothing but its record."""
+    def is_complete(self, training, checkpoint: str | Path) -> bool:
+        """True when this run finished (final adapter and summary written), `checkpoint` (the one a resume would
+        start from) is where it ended, and `training` asks for no more steps than it ran: resuming it would
+        change nothing but its record."""
         if not (self.final_dir.is_dir() and self.summary_file.is_file()):
             return False
         summary = self.summary()
+        step = _CHECKPOINT.fullmatch(Path(checkpoint).name)
+        if step is None or int(step.group(1)) < (summary.get("global_step") or 0):
+            return False  # resuming from an earlier checkpoint trains those steps again
         if training.max_steps and training.max_steps > 0:
             return training.max_steps <= (summary.get("global_step") or 0)
         return training.num_train_epochs <= self.configuration().get("num_train_epochs", 0)
