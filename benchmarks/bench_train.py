@@ -206,11 +206,11 @@ def worker(args) -> None:
     import torch
     import yaml
     from transformers import TrainerCallback, set_seed
-    from trl import SFTTrainer, get_peft_config, get_quantization_config
+    from trl import SFTTrainer
 
-    from eeve_sft.data import check_conversations, load_splits, select_splits, tokenize_dataset
-    from eeve_sft.modeling import model_init_kwargs, tokenizer_for_recipe
+    from eeve_sft.modeling import tokenizer_for_recipe
     from eeve_sft.recipe import check_for_training, parse_recipe
+    from eeve_sft.training import build_trainer, prepare_data
 
     variant = VARIANTS[args.variant]
     os.environ.update(variant.env)
@@ -228,17 +228,11 @@ def worker(args) -> None:
     training = recipe.training
     set_seed(training.seed)
     tokenizer = tokenizer_for_recipe(recipe)
-    splits = load_splits(recipe.script.dataset_name, recipe.script.dataset_config)
-    train_raw, _ = select_splits(splits, recipe.script.dataset_train_split, None, 0.0, training.seed)
-    check_conversations(train_raw, "train")
-    tokenized, _ = tokenize_dataset(
-        train_raw, tokenizer, training.max_length, training.assistant_only_loss,
-        num_proc=training.dataset_num_proc, keep_messages=True,
-    )
+    data = prepare_data(recipe, tokenizer, names=["train"])
+    tokenized = data.train
     lengths = [len(ids) for ids in tokenized["input_ids"]]
     trained_per_row = [sum(1 for x in lab if x != -100) for lab in tokenized["labels"]]
     check_examples = [tokenized[i] for i in range(min(CHECK_EXAMPLES, len(tokenized)))]
-    training.model_init_kwargs = model_init_kwargs(recipe)
     pad_id = tokenizer.pad_token_id
     cuda = torch.cuda.is_available() and not training.use_cpu
 
@@ -279,15 +273,8 @@ def worker(args) -> None:
             self.unix.append(time.time())
 
     timer = Timer()
-    trainer = BenchTrainer(
-        model=recipe.model.model_name_or_path,
-        args=training,
-        train_dataset=tokenized,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(recipe.model),
-        quantization_config=get_quantization_config(recipe.model),
-        callbacks=[timer],
-    )
+    # The LoRA input casts are the variant's choice (apply_hooks), not build_trainer's.
+    trainer = build_trainer(recipe, tokenizer, data, [timer], trainer_class=BenchTrainer, skip_lora_input_casts=False)
     hook_report = apply_hooks(trainer.model, variant.hooks, training.bf16)
     if args.check_only:  # the fixed-batch check alone, no training (bench_train.py check)
         result = {"name": variant.name, "status": "check_only", "family": variant.family, "label": variant.label,

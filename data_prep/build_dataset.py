@@ -17,7 +17,7 @@ from eeve_sft.errors import UserError, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mix", help="mix file (YAML): sources, column mappings and stage settings")
     parser.add_argument("--output", help="output directory (default: data/<mix name>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")

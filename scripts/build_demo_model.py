@@ -14,10 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
 from eeve_sft.template import DEFAULT_SYSTEM_PROMPT, apply_eeve_template
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +35,9 @@ def corpus_lines() -> list[str]:
     return lines
 
 
-def train_tokenizer(lines: list[str], vocab_size: int) -> Tokenizer:
+def train_tokenizer(lines: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
     metaspace = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
     draft = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     draft.pre_tokenizer = metaspace
@@ -66,10 +64,12 @@ def train_tokenizer(lines: list[str], vocab_size: int) -> Tokenizer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=str(REPO / "assets/demo-model"))
     parser.add_argument("--vocab-size", type=int, default=2048)
     args = parser.parse_args()
+    import torch  # after argument parsing: --help stays fast
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     raw = train_tokenizer(corpus_lines(), args.vocab_size)
     tokenizer = PreTrainedTokenizerFast(

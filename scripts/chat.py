@@ -15,19 +15,13 @@ import sys
 from dataclasses import asdict
 
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.inference import (
-    SamplingConfig,
-    chat_loop,
-    generate,
-    load_for_inference,
-    warm_up_chat,
-)
+from eeve_sft.sampling import SamplingConfig
 
 DEFAULTS = SamplingConfig()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", help="adapter, merged model or Hub id (default: the EEVE base model)")
     parser.add_argument("--load-in-4bit", action="store_true", help="load the weights in NF4 (needs a CUDA GPU)")
     parser.add_argument("--prompt", help="answer this one message and exit")
@@ -53,6 +47,8 @@ def main(argv: list[str]) -> None:
     )
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("--prompt is empty")
+    from eeve_sft.inference import chat_loop, generate, load_for_inference, warm_up_chat
+
     augment = None
     if args.rag:
         from eeve_sft.retrieval import RetrievalIndex

@@ -14,7 +14,7 @@ from eeve_sft.errors import run_cli
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training output directories")
     parser.add_argument("--output", default="outputs/compare", help="report directory (default outputs/compare)")
     args = parser.parse_args(argv)

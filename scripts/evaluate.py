@@ -14,8 +14,7 @@ import argparse
 import sys
 
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.evaluation import EVAL_SAMPLING, LM_EVAL_TASKS, EvalSettings, run_evaluation
-from eeve_sft.inference import SamplingConfig
+from eeve_sft.sampling import EVAL_SAMPLING, SamplingConfig
 
 CHAT = SamplingConfig()
 
@@ -30,7 +29,7 @@ def batch_size(text: str) -> int | str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", nargs="+", required=True, metavar="PATH", help="models to evaluate")
     parser.add_argument("--prompts", help="prompts: JSONL rows {\"messages\": [...]} (id, category optional) or a "
                         ".txt file, one prompt per line (default eval/prompts_banmal.jsonl)")
@@ -53,7 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     sampling.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     lm_eval = parser.add_argument_group("lm-evaluation-harness (optional dependency: eeve-sft[lmeval])")
     lm_eval.add_argument("--lm-eval", nargs="+", metavar="TASK", default=[],
-                         help=f"benchmarks to run per model: {', '.join(LM_EVAL_TASKS)} or a task of --lm-eval-include")
+                         help="benchmarks to run per model (kobest, kmmlu, haerae, or a task of --lm-eval-include)")
     lm_eval.add_argument("--lm-eval-include", metavar="DIR", help="directory of extra lm-eval task YAMLs")
     lm_eval.add_argument("--lm-eval-limit", type=int, help="examples per lm-eval task (for a quick check)")
     return parser.parse_args(argv)
@@ -66,6 +65,8 @@ def main(argv: list[str]) -> None:
         value = getattr(args, flag)
         if isinstance(value, int) and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    from eeve_sft.evaluation import EvalSettings, run_evaluation
+
     sampling = SamplingConfig(
         max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
         top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,

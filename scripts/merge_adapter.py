@@ -9,19 +9,19 @@ import argparse
 import sys
 
 from eeve_sft.errors import run_cli
-from eeve_sft.export import DTYPES, merge_adapter, push_to_hub
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", required=True, help="the adapter: OUTPUT_DIR/final or OUTPUT_DIR/checkpoint-N")
     parser.add_argument("--output", required=True, help="directory for the merged model (must be empty)")
-    parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="weight dtype (default bfloat16)")
+    parser.add_argument("--dtype", default="bfloat16", help="weight dtype: bfloat16 (default), float16 or float32")
     parser.add_argument("--device", default="cpu", help="where to merge (default cpu; cuda is faster)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the merged model to this Hub repo")
     parser.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
     args = parser.parse_args(argv)
+    from eeve_sft.export import merge_adapter, push_to_hub
 
     output = merge_adapter(args.model_path, args.output, dtype=args.dtype, overwrite=args.overwrite, device=args.device)
     print(f"merged model saved to {output}")

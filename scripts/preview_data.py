@@ -4,6 +4,7 @@
 
 Trained tokens (the loss is computed on them) are highlighted in a terminal and wrapped in ⟦ ⟧ otherwise.
 With --json, prints one object per line: messages (the source row), input_ids and labels (-100 = masked).
+--split eval shows the eval examples training uses (the eval_fraction hold-out when the data has no eval split).
 Any recipe key can be overridden as in sft.py, e.g. --dataset_name other.jsonl --max_length 512.
 """
 
@@ -11,10 +12,7 @@ import argparse
 import json
 import sys
 
-from eeve_sft.data import IGNORE_INDEX, check_conversations, load_splits, tokenize_dataset
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.modeling import tokenizer_for_recipe
-from eeve_sft.recipe import parse_recipe
 
 HIGHLIGHT = ("\033[30;42m", "\033[0m")  # black on green
 BRACKETS = ("⟦", "⟧")
@@ -22,6 +20,8 @@ BRACKETS = ("⟦", "⟧")
 
 def render(tokenizer, input_ids: list[int], labels: list[int], marks: tuple[str, str]) -> str:
     """Decode `input_ids` span by span, wrapping each run of trained tokens in `marks`."""
+    from eeve_sft.data import IGNORE_INDEX
+
     pieces, span, trained = [], [], False
     for token, label in zip(input_ids, labels, strict=True):
         is_trained = label != IGNORE_INDEX
@@ -38,7 +38,7 @@ def render(tokenizer, input_ids: list[int], labels: list[int], marks: tuple[str,
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other --key value pairs override recipe keys.")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe YAML file")
     parser.add_argument("--num", type=int, default=3, help="examples to show (default 3)")
     parser.add_argument("--split", choices=("train", "eval"), default="train")
@@ -47,18 +47,20 @@ def main(argv: list[str]) -> None:
     if args.num < 1:
         raise UserError("--num must be at least 1")
 
+    from eeve_sft.data import IGNORE_INDEX
+    from eeve_sft.modeling import tokenizer_for_recipe
+    from eeve_sft.recipe import parse_recipe
+    from eeve_sft.training import prepare_data, select_data
+
     recipe = parse_recipe(args.recipe, overrides, check_device=False)
     script, training = recipe.script, recipe.training
     tokenizer = tokenizer_for_recipe(recipe)
-    splits = load_splits(script.dataset_name, script.dataset_config)
-    name = script.dataset_train_split if args.split == "train" else script.dataset_test_split
-    if name not in splits:
-        raise UserError(f"dataset has no split '{name}'; it has {sorted(splits)}")
-    rows = splits[name].select(range(min(args.num, len(splits[name]))))
-    check_conversations(rows, args.split)
-    examples, stats = tokenize_dataset(
-        rows, tokenizer, training.max_length, training.assistant_only_loss, keep_messages=True
-    )
+    # The same selection as training: the eval split, or the eval_fraction hold-out (which also changes train).
+    data = select_data(recipe, with_eval=args.split == "eval" or recipe.project.eval_fraction > 0)
+    shown = data.split(args.split)
+    prepared = prepare_data(recipe, tokenizer, data, names=[args.split], limit=args.num)
+    examples, stats = prepared.splits[args.split], prepared.stats[args.split]
+    name = script.dataset_train_split if args.split == "train" else data.eval_from
 
     if args.json:
         for ex in examples:
@@ -67,7 +69,7 @@ def main(argv: list[str]) -> None:
         return
     marks = HIGHLIGHT if sys.stdout.isatty() else BRACKETS
     print(f"recipe {args.recipe} | split {name} | max_length {training.max_length} | "
-          f"{stats.dropped_no_trained_tokens} of {len(rows)} shown rows dropped (no trained token left)")
+          f"{stats['dropped_no_trained_tokens']} of {min(args.num, len(shown))} shown rows dropped (no trained token left)")
     for index, ex in enumerate(examples):
         trained = sum(label != IGNORE_INDEX for label in ex["labels"])
         print(f"\n─── example {index}: {len(ex['input_ids'])} tokens, {trained} trained ───")

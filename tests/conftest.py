@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
-# Also importable from here, as tests written before helpers.py do.
-from helpers import DEMO_MODEL, DEMO_RECIPE, REPO, logged_losses, run_script, train_demo  # noqa: F401
+# The test process itself behaves as on a CPU with AVX512-BF16 (tests/avx512bf16/sitecustomize.py), before
+# anything imports bitsandbytes; the CLIs that tests run get the same through helpers.run_script.
+_spec = importlib.util.spec_from_file_location("avx512bf16_cpu", Path(__file__).parent / "avx512bf16/sitecustomize.py")
+_spec.loader.exec_module(importlib.util.module_from_spec(_spec))
+
+from helpers import DEMO_MODEL, DEMO_RECIPE, train_demo  # noqa: E402  (after the CPU is set up)
 
 
 @pytest.fixture(scope="session")

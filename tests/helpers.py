@@ -31,10 +31,32 @@ DEMO_RECIPE = REPO / "recipes" / "demo_cpu.yaml"
 DEMO_RUN_FLAGS = ["--max_steps", "12", "--eval_steps", "6", "--save_steps", "6", "--logging_steps", "2"]
 
 
-def run_script(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run a project CLI the way a user does, from the repo root, with no network."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# Put on PYTHONPATH, this folder makes bitsandbytes behave as on a CPU with AVX512-BF16 (see its sitecustomize.py).
+AVX512_BF16 = Path(__file__).resolve().parent / "avx512bf16"
+BNB_NOISE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+def run_script(*args: str, cwd: Path = REPO, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a project CLI the way a user does, from the repo root, with no network, on a CPU whose bitsandbytes
+    prints its AVX512-BF16 notice at import (as some CI machines do), so every CLI test sees that noise."""
+    path = os.pathsep.join(p for p in (str(AVX512_BF16), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": path, **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # a None in `env` removes that variable
     return subprocess.run([*args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one error line a CLI printed, checked to be the last line of stderr and its only ``error:`` line.
+
+    Other lines may be libraries' own notices at import (they differ between machines); the project's
+    bitsandbytes one must never reach the user.
+    """
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and BNB_NOISE not in result.stderr, result.stderr[-3000:]
+    return errors[0]
 
 
 def train_demo(

@@ -11,7 +11,7 @@ import pytest
 
 from eeve_sft.compare import compare_runs, curves, differing_keys, load_run, run_figures
 from eeve_sft.errors import UserError
-from helpers import REPO, run_script
+from helpers import REPO, error_line, run_script
 
 RUNS = REPO / "tests" / "data" / "tools" / "runs"
 RUN_A = RUNS / "r16_lr1e-4"
@@ -143,5 +143,5 @@ def test_cli(tmp_path):
     empty.mkdir()
     result = run_script(sys.executable, "scripts/compare.py", str(RUN_A), str(empty), "--output", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {empty} has no training logs (metrics.jsonl): "
-                                                  "not a training run, or it has not logged yet"]
+    assert error_line(result) == (f"error: {empty} has no training logs (metrics.jsonl): "
+                                  "not a training run, or it has not logged yet")

@@ -7,7 +7,7 @@ import pytest
 
 from eeve_sft.data import load_splits
 from eeve_sft.errors import UserError
-from helpers import REPO, run_script
+from helpers import REPO, error_line, run_script
 
 ROW = {"messages": [{"role": "user", "content": "안녕?"}, {"role": "assistant", "content": "안녕하세요!"}]}
 
@@ -63,6 +63,6 @@ def test_a_name_that_is_neither_local_nor_on_the_hub_is_one_line():
     result = run_script(sys.executable, "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"),
                         "--dataset_name", "data/not_built_yet")
     assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
+    line = error_line(result)
     assert line.startswith(
         "error: dataset 'data/not_built_yet' is not a local file or directory and cannot be loaded from the Hub: ")

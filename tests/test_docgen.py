@@ -8,7 +8,6 @@ import re
 import sys
 
 import pytest
-from conftest import DEMO_MODEL, REPO, run_script
 
 from eeve_sft.dataprep.docgen import (
     ANSWER_SYSTEM,
@@ -21,6 +20,7 @@ from eeve_sft.dataprep.docgen import (
 from eeve_sft.errors import UserError
 from eeve_sft.inference import GenerationResult
 from eeve_sft.retrieval import Hit, RetrievalIndex, build_index, format_context
+from helpers import DEMO_MODEL, REPO, run_script
 
 DOCS = REPO / "data" / "wms_docs"
 

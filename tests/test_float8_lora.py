@@ -6,7 +6,8 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+
+from helpers import REPO
 
 pytest.importorskip("torchao")  # pip install -e ".[fp8]"
 

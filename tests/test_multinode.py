@@ -41,9 +41,9 @@ import psutil
 import pytest
 from safetensors.torch import load_file
 
-from conftest import DEMO_RECIPE, REPO, run_script
 from eeve_sft.distributed import is_lost_process, stop_when_a_process_is_lost
 from eeve_sft.errors import UserError
+from helpers import DEMO_RECIPE, REPO, run_script
 
 # A few steps, checkpoints every 2, no evaluation: short, and long enough to stop a machine mid-run and resume.
 FLAGS = ["--max_steps", "6", "--logging_steps", "1", "--save_steps", "2", "--eval_strategy", "no",

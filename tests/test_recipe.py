@@ -7,7 +7,7 @@ import pytest
 
 from eeve_sft.errors import UserError
 from eeve_sft.recipe import check_for_training, dump_recipe, parse_recipe
-from helpers import REPO, run_script
+from helpers import REPO, error_line, run_script
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
@@ -135,8 +135,7 @@ def test_sft_cli_rejects_a_bad_recipe_with_one_line_and_writes_nothing(tmp_path)
     recipe = write(tmp_path, f"base_recipe: {REPO / 'recipes/demo_cpu.yaml'}\nmax_seq_length: 128\n")
     result = run_script(sys.executable, "scripts/sft.py", str(recipe), "--output_dir", str(out))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: recipe {recipe}: unknown key 'max_seq_length'; it was renamed, use 'max_length'"]
+    assert error_line(result) == f"error: recipe {recipe}: unknown key 'max_seq_length'; it was renamed, use 'max_length'"
     assert not out.exists()
 
 

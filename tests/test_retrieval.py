@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_MODEL, REPO, run_script
 
 from eeve_sft.errors import UserError
 from eeve_sft.retrieval import RetrievalIndex, build_index, format_context
@@ -21,6 +20,7 @@ from eeve_sft.retrieval.documents import load_documents
 from eeve_sft.retrieval.evaluate import evaluate, load_questions
 from eeve_sft.retrieval.index import reciprocal_rank_fusion
 from eeve_sft.retrieval.lexical import analyze
+from helpers import DEMO_MODEL, REPO, run_script
 
 DOCS = REPO / "data" / "wms_docs"
 QUESTIONS = REPO / "eval" / "wms_questions.jsonl"

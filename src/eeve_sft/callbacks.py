@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .run_files import write_json
+from .jsonfiles import write_json
+from .run_dir import PROGRESS_FILE, RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +26,47 @@ def peak_gpu_memory_gib() -> dict:
     }
 
 
-class RunRecordCallback(TrainerCallback):
-    """Append each log event to metrics.jsonl and train.log; write summary.json when training ends."""
+TOTALS = ("train_loss", "train_runtime", "wall_time_seconds")  # summed or averaged over a resumed run's parts
 
-    def __init__(self, output_dir: Path, data_stats: dict):
-        self.output_dir = Path(output_dir)
+
+class RunRecordCallback(TrainerCallback):
+    """Append each log event to metrics.jsonl and train.log; write summary.json when training ends.
+
+    A resumed run reads like an uninterrupted one: the records logged after the checkpoint it resumes from are
+    dropped (training logs those steps again), and summary.json's train_loss and train_runtime cover the whole
+    run, with both parts stated under ``parts``.
+    """
+
+    def __init__(self, run: RunDir, data_stats: dict):
+        self.run = run
         self.data_stats = data_stats
         self.started = time.time()
         self.first_step: tuple[float, int] | None = None  # (time, tokens seen) when the first step ended
+        self.train_started = self.started
+        self.start_step = 0
+        self.before: dict = {}  # the run up to the checkpoint it resumed from
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_started = time.time()
+        self.start_step = state.global_step
+        if not state.is_world_process_zero or not self.start_step:
+            return
+        checkpoint = self.run.path / f"checkpoint-{self.start_step}"
+        logged = [(h["step"], h["loss"]) for h in state.log_history if "loss" in h and h["step"] <= self.start_step]
+        previous = 0
+        loss_sum = steps = 0.0
+        for step, loss in logged:  # each logged loss is the mean over the steps since the previous one
+            loss_sum += loss * (step - previous)
+            steps += step - previous
+            previous = step
+        progress = self.run.progress_at(checkpoint)
+        self.before = {
+            "steps": [0, self.start_step],
+            "train_loss": loss_sum / steps if steps else None,
+            "train_runtime": progress.get("train_runtime"),
+            "wall_time_seconds": progress.get("wall_time_seconds"),
+        }
+        self.run.keep_metrics_until(self.start_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.first_step is None:
@@ -41,10 +75,19 @@ class RunRecordCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        record = {"step": state.global_step, "epoch": state.epoch, **logs, **peak_gpu_memory_gib()}
-        with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.run.append_metrics({"step": state.global_step, "epoch": state.epoch, **logs, **peak_gpu_memory_gib()})
         logger.info("step %d: %s", state.global_step, json.dumps(logs, ensure_ascii=False))
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        checkpoint = self.run.path / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            now = time.time()
+            write_json(checkpoint / PROGRESS_FILE, {
+                "train_runtime": round((self.before.get("train_runtime") or 0.0) + now - self.train_started, 3),
+                "wall_time_seconds": round((self.before.get("wall_time_seconds") or 0.0) + now - self.started, 2),
+            })
 
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -73,7 +116,22 @@ class RunRecordCallback(TrainerCallback):
             "data": self.data_stats,
             **peak_gpu_memory_gib(),
         }
-        write_json(self.output_dir / "summary.json", summary)
+        if self.start_step:
+            summary.update(self._whole_run(summary, state.global_step))
+        write_json(self.run.summary_file, summary)
+
+    def _whole_run(self, this_part: dict, last_step: int) -> dict:
+        """Totals over both parts of a resumed run (a part's figure is None when it was not recorded)."""
+        after = {"steps": [self.start_step, last_step], **{k: this_part[k] for k in TOTALS}}
+        parts = [self.before, after]
+        whole = {"resumed_from_step": self.start_step, "parts": parts}
+        losses = [(p["train_loss"], p["steps"][1] - p["steps"][0]) for p in parts]
+        known = all(loss is not None for loss, _ in losses) and last_step
+        whole["train_loss"] = sum(loss * n for loss, n in losses) / last_step if known else None
+        for key in ("train_runtime", "wall_time_seconds"):
+            values = [p[key] for p in parts]
+            whole[key] = round(sum(values), 3) if None not in values else None
+        return whole
 
 
 class CheckpointExtrasCallback(TrainerCallback):

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import UserError
+from .run_dir import RunDir
 
 # Keys that name the run rather than describe the recipe: they differ between any two runs.
 IDENTITY_KEYS = frozenset({"output_dir", "run_name", "logging_dir"})
@@ -30,24 +29,7 @@ class Run:
     polite_prompts: int | None = None  # how many prompts the rate was measured on
     prompt_set: str | None = None  # which prompts: eval.json's fingerprint, else its file and count
     prompt_source: str | None = None  # the prompts as a reader knows them: file and count
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl events; a half-written last line (a run still logging) is left out."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    events = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno == len(lines):
-                break
-            raise UserError(f"{path} line {lineno} is not valid JSON") from None
-        if isinstance(event, dict):
-            events.append(event)
-    return events
+    configuration: dict = field(default_factory=dict)  # every key's value in use (RunDir.configuration)
 
 
 def _eval_entry_for(run_dir: Path, models: list[dict]) -> dict | None:
@@ -80,55 +62,46 @@ class PoliteRate:
 
 
 def find_polite_rate(run_dir: Path) -> PoliteRate:
-    """The 존댓말 rate from ``eval.json`` in the run dir or its ``eval/`` subdir: the model it is for, how many
-    prompts it was measured on, and which prompt set that was."""
-    for candidate in (run_dir / "eval.json", run_dir / "eval" / "eval.json"):
-        if not candidate.is_file():
-            continue
-        try:
-            document = json.loads(candidate.read_text(encoding="utf-8"))
-            models = document.get("models", [])
-        except (json.JSONDecodeError, AttributeError):
-            raise UserError(f"{candidate} is not an evaluation result (eval.json from scripts/evaluate.py)") from None
-        entry = _eval_entry_for(run_dir, models)
-        if entry is not None:
-            prompts = entry.get("num_prompts", document.get("num_prompts"))
-            source = f"{document.get('prompts_file')}, {prompts} prompts"
-            # Older eval.json files carry no fingerprint: their file and prompt count stand for the set.
-            prompt_set = document.get("prompt_set") or source
-            return PoliteRate(entry.get("polite_rate"), entry.get("name") or entry.get("model_path"), prompts,
-                              prompt_set, source)
-    return PoliteRate()
+    """The 존댓말 rate from the run's evaluation (:meth:`RunDir.eval_file`, the file its model card cites too):
+    the model it is for, how many prompts it was measured on, and which prompt set that was."""
+    document = RunDir(run_dir).evaluation()
+    entry = _eval_entry_for(run_dir, document["models"]) if document else None
+    if entry is None:
+        return PoliteRate()
+    prompts = entry.get("num_prompts", document.get("num_prompts"))
+    source = f"{document.get('prompts_file')}, {prompts} prompts"
+    # Older eval.json files carry no fingerprint: their file and prompt count stand for the set.
+    prompt_set = document.get("prompt_set") or source
+    return PoliteRate(entry.get("polite_rate"), entry.get("name") or entry.get("model_path"), prompts, prompt_set,
+                      source)
 
 
 def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise UserError(f"run directory not found: {path}")
-    metrics_file = path / "metrics.jsonl"
-    if not metrics_file.is_file():
+    run = RunDir(path)
+    if not run.metrics_file.is_file():
         raise UserError(f"{path} has no training logs (metrics.jsonl): not a training run, or it has not logged yet")
-    metrics = read_metrics(metrics_file)
+    metrics = [event for event in run.metrics() if isinstance(event, dict)]
     if not metrics:
-        raise UserError(f"{metrics_file} holds no log events yet")
-    recipe_file = path / "recipe.yaml"
-    if not recipe_file.is_file():
+        raise UserError(f"{run.metrics_file} holds no log events yet")
+    if not run.recipe_file.is_file():
         raise UserError(f"{path} has no recipe.yaml: not a training run directory")
-    try:
-        recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        raise UserError(f"{recipe_file} is not valid YAML") from None
-    if not isinstance(recipe, dict):
-        raise UserError(f"{recipe_file} is not a mapping of recipe keys")
-    summary = {}
-    if (path / "summary.json").is_file():
-        try:
-            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise UserError(f"{path / 'summary.json'} is not valid JSON") from None
+    recipe = run.recipe()
+    summary = run.summary()
     polite = find_polite_rate(path)
     return Run(path, path.resolve().name, recipe, metrics, summary, polite.rate, polite.model, polite.prompts,
-               polite.prompt_set, polite.prompt_source)
+               polite.prompt_set, polite.prompt_source, _configuration(run, recipe))
+
+
+def _configuration(run: RunDir, recipe: dict) -> dict:
+    """Every key's value in use, TRL defaults included: as the run recorded it, else by parsing its recipe
+    (a recipe this version cannot parse keeps only its own keys)."""
+    try:
+        return run.configuration()
+    except UserError:
+        return dict(recipe)
 
 
 def _unique_names(runs: list[Run]) -> None:
@@ -154,8 +127,14 @@ def _canonical(value: object) -> str:
     return json.dumps(normal(value), sort_keys=True, ensure_ascii=False, default=str)
 
 
+def setting(run: Run, key: str) -> object:
+    """The value a run trained with: its recipe's, else the default it ran with (from its full configuration)."""
+    return run.recipe[key] if key in run.recipe else run.configuration.get(key)
+
+
 def differing_keys(runs: list[Run]) -> list[str]:
-    """Recipe keys whose value is not the same in every run (a key missing from a run counts as different)."""
+    """Recipe keys whose value is not the same in every run (a key missing from a run counts as different:
+    the report then shows the default that run trained with, from its recorded configuration)."""
     keys = sorted({k for r in runs for k in r.recipe} - IDENTITY_KEYS)
     return [k for k in keys if len({_canonical(r.recipe[k]) if k in r.recipe else None for r in runs}) > 1]
 
@@ -290,7 +269,8 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE) -> str:
     if keys:
         out += ["| key | " + " | ".join(names) + " |", "|---|" + "---|" * len(runs)]
         for key in keys:
-            cells = [_recipe_value(r.recipe[key]) if key in r.recipe else "(default)" for r in runs]
+            cells = [_recipe_value(r.recipe[key]) if key in r.recipe else f"{_recipe_value(setting(r, key))} (default)"
+                     for r in runs]
             out.append(f"| `{key}` | " + " | ".join(cells) + " |")
     else:
         out.append("The recipes are the same (apart from output_dir)." if len(runs) > 1
@@ -343,7 +323,7 @@ def compare_runs(run_dirs: list[str | Path], output_dir: str | Path) -> Path:
     (output / "compare.md").write_text(render_report(runs), encoding="utf-8")
     table = {
         "runs": [{"name": r.name, "path": str(r.path), **run_figures(r)} for r in runs],
-        "differing_keys": {k: {r.name: r.recipe.get(k) for r in runs} for k in differing_keys(runs)},
+        "differing_keys": {k: {r.name: setting(r, k) for r in runs} for k in differing_keys(runs)},
     }
     (output / "compare.json").write_text(json.dumps(table, indent=2, ensure_ascii=False, default=str) + "\n",
                                          encoding="utf-8")

@@ -16,7 +16,8 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, DatasetDict, load_dataset
 
-from .errors import UserError, first_line
+from .errors import UserError, one_line
+from .hub import hub_unavailable
 from .template import ROLES
 
 logger = logging.getLogger(__name__)
@@ -50,23 +51,30 @@ def load_splits(dataset_name: str, dataset_config: str | None = None) -> Dataset
         return _load_local(kinds.pop(), {p.stem: str(p) for p in files}, path)
     if _looks_local(dataset_name):
         if not path.is_file():
-            raise UserError(f"dataset file not found: {dataset_name}")
+            raise UserError(f"dataset file not found: {dataset_name}{_looked_for(path)}")
         if path.suffix not in LOCAL_FORMATS:
             raise UserError(f"dataset file {path} must end in .jsonl, .json or .parquet")
         return _load_local(LOCAL_FORMATS[path.suffix], {"train": str(path)}, path)
+    not_local = f"dataset '{dataset_name}' is not a local file or directory and cannot be loaded from the Hub: "
+    unavailable = hub_unavailable()
+    if unavailable and unavailable != "HF_HUB_OFFLINE is set":  # offline mode reads the cache at once by itself
+        raise UserError(f"{not_local}{unavailable} (set HF_HUB_OFFLINE=1 to use a cached copy){_looked_for(path)}")
     try:
         return load_dataset(dataset_name, name=dataset_config)
     except (OSError, ValueError) as err:  # ConnectionError and DatasetNotFoundError are OSErrors
-        raise UserError(f"dataset '{dataset_name}' is not a local file or directory and cannot be loaded from the Hub: "
-                        f"{first_line(err)}") from None
+        raise UserError(f"{not_local}{one_line(err)}{_looked_for(path)}") from None
+
+
+def _looked_for(path: Path) -> str:
+    """Where a relative dataset path was looked for: dataset_name is relative to the current directory."""
+    return "" if path.is_absolute() else f" (looked for {path.resolve()}, relative to the current directory)"
 
 
 def _load_local(kind: str, files: dict[str, str], where: Path) -> DatasetDict:
     try:
         return load_dataset(kind, data_files=files)
     except (datasets.exceptions.DatasetGenerationError, ValueError) as err:
-        cause = err.__cause__ or err
-        raise UserError(f"cannot read {where}: {' '.join(str(cause).split())[:300]}") from None
+        raise UserError(f"cannot read {where}: {one_line(err.__cause__ or err)}") from None
 
 
 def select_splits(
@@ -113,14 +121,39 @@ def conversation_problem(messages: object) -> str | None:
     return None
 
 
-def check_conversations(dataset: Dataset, split: str) -> None:
-    """Fail on the first row that is not a valid conversation, naming the row and the problem."""
+def check_conversations(dataset: Dataset, split: str, dataset_name: str | None = None) -> None:
+    """Fail on the first row that is not a valid conversation, naming where it is (file and 1-based line when
+    `dataset_name` is local) and the problem. Check a split as loaded, before any shuffle or hold-out."""
     if "messages" not in dataset.column_names:
         raise UserError(f"{split} split has no 'messages' column; it has {dataset.column_names}")
     for index, messages in enumerate(dataset["messages"]):
         problem = conversation_problem(messages)
         if problem:
-            raise UserError(f"{split} row {index}: {problem}")
+            where = row_location(dataset_name, split, index) if dataset_name else f"{split} row {index + 1}"
+            raise UserError(f"{where}: {problem}")
+
+
+def split_file(dataset_name: str, split: str) -> Path | None:
+    """The local file a split of `dataset_name` was read from, or None for a Hub dataset."""
+    path = Path(dataset_name).expanduser()
+    if path.is_dir():
+        return next((p for p in sorted(path.iterdir()) if p.stem == split and p.suffix in SPLIT_FILE_FORMATS), None)
+    return path if path.is_file() else None
+
+
+def row_location(dataset_name: str, split: str, index: int) -> str:
+    """Where row `index` of a split comes from, as a user finds it: ``FILE line N`` for JSON Lines (blank lines
+    are skipped by the reader, so they are counted here), ``FILE row N`` otherwise; 1-based."""
+    path = split_file(dataset_name, split)
+    if path is None:
+        return f"dataset '{dataset_name}' split '{split}' row {index + 1}"
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            rows = (number for number, line in enumerate(handle, start=1) if line.strip())
+            line = next((n for i, n in enumerate(rows) if i == index), None)
+        if line is not None:
+            return f"{path} line {line}"
+    return f"{path} row {index + 1}"
 
 
 @dataclass

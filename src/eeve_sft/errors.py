@@ -12,17 +12,17 @@ class UserError(Exception):
     """A mistake in what the user gave us. CLIs print it as one line and exit with status 2."""
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, or its type name when it has none: the cause in a one-line error."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def one_line(err: BaseException) -> str:
+    """An exception's whole message joined into one line (libraries often wrap theirs over several), or its type
+    name when it has none: the cause in a one-line error, never cut short."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
     """Where and what a YAML parse error is, as `` (line L, column C): problem``."""
     mark = getattr(err, "problem_mark", None)
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-    return f"{where}: {getattr(err, 'problem', None) or first_line(err)}"
+    return f"{where}: {getattr(err, 'problem', None) or one_line(err)}"
 
 
 def run_cli(main: Callable[[], object]) -> None:

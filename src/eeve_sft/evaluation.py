@@ -28,6 +28,7 @@ from .inference import (
     load_for_inference,
     resolve_model_source,
 )
+from .sampling import EVAL_SAMPLING
 from .speech_level import BANMAL, LABELS, MIXED, NEUTRAL, POLITE, classify_batch
 from .template import pad_token_id
 
@@ -35,9 +36,6 @@ DEFAULT_PROMPTS = "eval/prompts_banmal.jsonl"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when the package is installed editable
 BASE_KEYWORD = "base"
 
-# Greedy and no repetition penalty: answers are reproducible and do not depend on the batch they were in
-# (a penalty would also penalise the </s> padding of shorter prompts).
-EVAL_SAMPLING = SamplingConfig(max_new_tokens=512, do_sample=False, repetition_penalty=1.0)
 
 
 # ---------------------------------------------------------------------------------------------------- prompts
@@ -248,35 +246,21 @@ class EvalData:
     description: str
 
 
-def _resolve_dataset_name(name: str, recipe_file: Path) -> str:
-    """A local dataset path as given (cwd), else relative to the recipe's parents (a run dir read elsewhere)."""
-    if not name or Path(name).expanduser().exists() or Path(name).is_absolute():
-        return name
-    for parent in recipe_file.resolve().parents:
-        if (parent / name).exists():
-            return str(parent / name)
-    return name
-
-
 def load_eval_data(recipe_or_run_dir: str | Path, limit: int | None = None) -> EvalData:
     """The eval split a recipe trains against, selected exactly as training selects it."""
-    from .data import check_conversations, load_splits, select_splits
     from .recipe import parse_recipe
+    from .run_dir import RunDir
+    from .training import select_data
 
     path = Path(recipe_or_run_dir)
     recipe_file = path / "recipe.yaml" if path.is_dir() else path
     if path.is_dir() and not recipe_file.is_file():
         raise UserError(f"{path} has no recipe.yaml: give a recipe file or a training run directory")
     recipe = parse_recipe(recipe_file, check_device=False)
-    script, training, project = recipe.script, recipe.training, recipe.project
-    dataset_name = _resolve_dataset_name(script.dataset_name, recipe_file)
-    splits = load_splits(dataset_name, script.dataset_config)
-    _, eval_split = select_splits(
-        splits, script.dataset_train_split, script.dataset_test_split, project.eval_fraction, training.seed
-    )
-    if eval_split is None:
-        raise UserError(f"recipe {recipe_file} has no eval split (dataset_test_split)")
-    check_conversations(eval_split, "eval")
+    script, training = recipe.script, recipe.training
+    # A relative dataset path is as given (cwd), else found through the run's parents (a run read elsewhere).
+    found = RunDir(recipe_file.parent).find_near(script.dataset_name)
+    eval_split = select_data(recipe, with_eval=True, dataset_name=str(found) if found else None).eval
     if limit is not None:
         eval_split = eval_split.select(range(min(limit, len(eval_split))))
     description = f"{script.dataset_name} [{script.dataset_test_split}], {len(eval_split)} conversations"

@@ -7,14 +7,13 @@ adapter was trained against dequantised NF4 weights, and the bf16 original is wh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import yaml
 from transformers import GenerationConfig
 
-from .errors import UserError, first_line
+from .errors import UserError, one_line
 from .inference import (
     DEFAULT_BASE_MODEL,
     SamplingConfig,
@@ -24,6 +23,7 @@ from .inference import (
     resolve_model_source,
 )
 from .output_dir import atomic_output_dir, check_output_dir
+from .run_dir import RunDir
 from .template import pad_token_id, special_token_ids
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -82,34 +82,22 @@ def merge_adapter(
 # -------------------------------------------------------------------------------------------------- model card
 
 
-def find_run_dir(adapter_path: str | Path) -> Path | None:
+def find_run_dir(adapter_path: str | Path) -> RunDir | None:
     """The training run an adapter came from (``RUN/final`` or ``RUN/checkpoint-N``), if it is recognisable."""
-    parent = Path(adapter_path).resolve().parent
-    return parent if (parent / "recipe.yaml").is_file() else None
+    return RunDir.containing(adapter_path)
 
 
-def _find_eval_json(run_dir: Path) -> Path | None:
-    for candidate in (run_dir / "eval" / "eval.json", run_dir / "eval.json"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _data_section(recipe: dict, run_dir: Path) -> list[str]:
-    name = recipe.get("dataset_name")
+def _data_section(run: RunDir) -> list[str]:
+    config = run.configuration()
+    name = config.get("dataset_name")
     if not name:
         return ["The training run's recipe names no dataset."]
-    lines = [f"Dataset: `{name}` (train split `{recipe.get('dataset_train_split', 'train')}`, "
-             f"eval split `{recipe.get('dataset_test_split', 'test')}`)."]
-    data_dir = Path(name)
-    if not data_dir.is_dir():
-        for parent in run_dir.parents:
-            if (parent / name).is_dir():
-                data_dir = parent / name
-                break
+    lines = [f"Dataset: `{name}` (train split `{config.get('dataset_train_split')}`, "
+             f"eval split `{config.get('dataset_test_split')}`)."]
+    data_dir = run.find_near(name)
     for card_name in DATA_CARD_NAMES:
-        card = data_dir / card_name
-        if data_dir.is_dir() and card.is_file():
+        card = data_dir / card_name if data_dir else None
+        if data_dir is not None and data_dir.is_dir() and card.is_file():
             text = card.read_text(encoding="utf-8").strip()
             # Demote the data card's headings so they nest under this card's section.
             text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
@@ -121,10 +109,9 @@ def _data_section(recipe: dict, run_dir: Path) -> list[str]:
 def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id: str | None = None) -> str:
     from .evaluation import results_table
 
-    run_dir = find_run_dir(adapter_path)
-    recipe = {}
-    if run_dir is not None:
-        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    run = find_run_dir(adapter_path)
+    run_dir = run.path if run else None
+    recipe = run.recipe() if run else {}
     base = base_model or recipe.get("model_name_or_path") or DEFAULT_BASE_MODEL
     title = repo_id.split("/")[-1] if repo_id else (run_dir.name if run_dir else Path(adapter_path).name)
     front = {
@@ -142,16 +129,15 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "## Base model", "", f"`{base}`", "",
         "## Training data", "",
     ]
-    out += _data_section(recipe, run_dir) if run_dir else ["The adapter's training run was not found."]
+    out += _data_section(run) if run else ["The adapter's training run was not found."]
     out += ["", "## Recipe", ""]
     if recipe:
         out += ["```yaml", yaml.safe_dump(recipe, allow_unicode=True, sort_keys=True).strip(), "```"]
     else:
         out.append("The training run's recipe.yaml was not found next to the adapter.")
     out += ["", "## Evaluation", ""]
-    eval_json = _find_eval_json(run_dir) if run_dir else None
-    if eval_json:
-        document = json.loads(eval_json.read_text(encoding="utf-8"))
+    document = run.evaluation() if run else None  # the file compare.py cites too
+    if document:
         out += [
             f"Answers to {document['num_prompts']} 반말 prompts, labelled by the project's speech-level classifier; "
             "the 존댓말 rate is the share labelled polite.", "", results_table(document["models"]),
@@ -197,5 +183,5 @@ def push_to_hub(output_dir: str | Path, repo_id: str, adapter_path: str | Path, 
         api.upload_folder(repo_id=repo_id, folder_path=str(output_dir), repo_type="model",
                           commit_message="Upload merged EEVE 존댓말 model")
     except (HfHubHTTPError, OSError, ValueError) as err:
-        raise UserError(f"push to {repo_id} failed: {first_line(err)}") from None
+        raise UserError(f"push to {repo_id} failed: {one_line(err)}") from None
     return str(url)

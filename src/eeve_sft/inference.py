@@ -11,71 +11,23 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextStreamer, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
 
 from . import generation
-from .errors import UserError, first_line
+from .errors import UserError, one_line
+from .run_dir import RunDir
+from .sampling import SamplingConfig
 from .template import apply_eeve_template, encode_prompt, pad_token_id, special_token_ids, stop_token_ids
 
 DEFAULT_BASE_MODEL = "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
 
 # org/name or name, as the Hub spells ids; anything else (absolute, ./, ../, deeper paths) is a local path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Decoding settings. The defaults are the original chat script's; `do_sample=False` is greedy."""
-
-    max_new_tokens: int = 512
-    do_sample: bool = True
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.1
-    seed: int | None = None
-    min_new_tokens: int = 0  # no stop before this many tokens: benchmarks force a fixed length with it
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise UserError(f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
-        if self.do_sample and self.temperature <= 0:
-            raise UserError(f"temperature must be above 0 when sampling, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise UserError(f"top_k must be 0 (off) or more, got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise UserError(f"repetition_penalty must be above 0, got {self.repetition_penalty}")
-
-    @classmethod
-    def from_kwargs(cls, **overrides) -> SamplingConfig:
-        unknown = set(overrides) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TypeError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
-        return cls(**overrides)
-
-    def generation_config(self, tokenizer) -> GenerationConfig:
-        """A complete GenerationConfig, so the model's own saved defaults never leak into a run."""
-        common = dict(
-            max_new_tokens=self.max_new_tokens,
-            repetition_penalty=self.repetition_penalty,
-            **special_token_ids(tokenizer),
-        )
-        if self.min_new_tokens:
-            common["min_new_tokens"] = self.min_new_tokens
-        if not self.do_sample:
-            return GenerationConfig(do_sample=False, **common)
-        return GenerationConfig(
-            do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, **common
-        )
 
 
 @dataclass
@@ -116,15 +68,11 @@ def resolve_base_model(adapter_dir: Path, base: str) -> str:
     Training writes the base path exactly as the recipe gave it, often relative to the repository root, so a
     run directory moved or read from elsewhere still finds its base through the adapter's parents.
     """
-    candidate = Path(base).expanduser()
-    if candidate.is_dir():
-        return str(candidate)
-    if not candidate.is_absolute():
-        for parent in adapter_dir.resolve().parents:
-            if (parent / candidate).is_dir():
-                return str(parent / candidate)
-        if looks_like_hub_id(base):
-            return base
+    found = RunDir(adapter_dir).find_near(base)
+    if found is not None and found.is_dir():
+        return str(found)
+    if not Path(base).expanduser().is_absolute() and looks_like_hub_id(base):
+        return base
     raise UserError(
         f"adapter {adapter_dir}: base model '{base}' not found (looked for it as given, "
         f"under the adapter's parent directories, and it is not a Hub id)"
@@ -172,7 +120,7 @@ def load_saved_tokenizer(source: ModelSource):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except (OSError, ValueError) as err:
         raise UserError(
-            f"cannot load the tokenizer of {source.given} from '{tokenizer_dir}': {first_line(err)}"
+            f"cannot load the tokenizer of {source.given} from '{tokenizer_dir}': {one_line(err)}"
         ) from None
     if tokenizer.chat_template is None or not Path(tokenizer_dir).is_dir():
         apply_eeve_template(tokenizer)
@@ -218,7 +166,7 @@ def load_base_weights(source: ModelSource, dtype: torch.dtype, quantization=None
         return AutoModelForCausalLM.from_pretrained(source.weights, **kwargs)
     except (OSError, ValueError) as err:
         what = f"base model '{source.base}' of adapter {source.path}" if source.kind == "adapter" else source.path
-        raise UserError(f"cannot load {what}: {first_line(err)}") from None
+        raise UserError(f"cannot load {what}: {one_line(err)}") from None
 
 
 def attach_adapter(model, source: ModelSource):
@@ -227,7 +175,7 @@ def attach_adapter(model, source: ModelSource):
     try:
         return PeftModel.from_pretrained(model, source.path)
     except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"cannot load adapter {source.path} onto '{source.base}': {first_line(err)}") from None
+        raise UserError(f"cannot load adapter {source.path} onto '{source.base}': {one_line(err)}") from None
 
 
 def load_for_inference(

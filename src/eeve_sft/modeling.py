@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import AutoTokenizer, GenerationConfig
 
-from .errors import UserError, first_line
+from .errors import UserError, one_line
+from .hub import hub_unavailable
 from .recipe import Recipe
 from .template import apply_eeve_template, special_token_ids
+
+
+def hub_offline_for(name: str) -> str | None:
+    """Why `name` must come from the local cache (the Hub cannot be used now), or None: a local directory or a
+    reachable Hub. Loading then goes straight to the cache instead of retrying the network for about a minute."""
+    return None if Path(name).expanduser().is_dir() else hub_unavailable()
 
 
 def tokenizer_for_recipe(recipe: Recipe):
     """The model's fast tokenizer with the EEVE template installed and a pad token that is not the eos token."""
     model, training = recipe.model, recipe.training
+    offline = hub_offline_for(model.model_name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            model.model_name_or_path, revision=model.model_revision, trust_remote_code=training.trust_remote_code
+            model.model_name_or_path, revision=model.model_revision, trust_remote_code=training.trust_remote_code,
+            local_files_only=bool(offline),
         )
     except OSError as err:
-        raise UserError(f"cannot load a tokenizer from '{model.model_name_or_path}': {first_line(err)}") from None
+        name = model.model_name_or_path
+        if offline:
+            where = "" if Path(name).is_absolute() else f" ({Path(name).resolve()})"
+            raise UserError(f"cannot load a tokenizer from '{name}': it is no local directory{where} and no model in "
+                            f"the local cache, and {offline}") from None
+        raise UserError(f"cannot load a tokenizer from '{name}': {one_line(err)}") from None
     if not tokenizer.is_fast:
         raise UserError(
             f"'{model.model_name_or_path}' has no fast tokenizer (tokenizer.json); assistant masks need one"
@@ -55,6 +71,8 @@ def model_init_kwargs(recipe: Recipe) -> dict:
         "attn_implementation": model.attn_implementation,
         "dtype": model.dtype,
     }
+    if hub_offline_for(model.model_name_or_path):
+        kwargs["local_files_only"] = True  # the tokenizer came from the cache; the weights must too, without retries
     kwargs.update(training.model_init_kwargs or {})
     return kwargs
 

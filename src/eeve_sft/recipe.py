@@ -22,7 +22,7 @@ import torch
 import yaml
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
-from .errors import UserError, first_line, yaml_problem
+from .errors import UserError, one_line, yaml_problem
 from .validation import allows_dict, allows_none, allows_str, closest_key, expects
 
 BASE_KEY = "base_recipe"
@@ -77,6 +77,7 @@ class Recipe:
     model: ModelConfig
     project: ProjectArguments
     resolved: dict  # every key the recipe or the command line set, after base recipes and overrides
+    notes: list[str] = field(default_factory=list)  # keys the parser set on the user's behalf, for the log
 
 
 def make_parser() -> TrlParser:
@@ -116,7 +117,12 @@ def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """Read a recipe YAML and merge in its base recipes (the recipe's own keys win)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"recipe file not found: {path}")
+        where = f"recipe file not found: {path}"
+        if _seen:  # a base_recipe: say where it was looked for, since it is relative to another file
+            where += f" (looked for {path.resolve()}; base_recipe is relative to the recipe that names it, {_seen[-1]})"
+        elif not path.is_absolute():
+            where += f" (looked for {path.resolve()}, relative to the current directory)"
+        raise UserError(where)
     resolved_path = path.resolve()
     if resolved_path in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved_path))
@@ -243,6 +249,7 @@ def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_dev
         name = flag.lstrip("-").split("=", 1)[0].replace("-", "_")
         hint = suggest_key(name) if flag.startswith("-") else ""
         raise UserError(f"unknown command-line argument '{flag}'{hint}")
+    followed = _follow_evaluation_off(namespace, given)
 
     objects = []
     for cls in DATACLASSES:
@@ -256,17 +263,47 @@ def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_dev
         try:
             obj = cls(**kwargs)
         except (ValueError, TypeError) as err:
-            raise UserError(f"recipe {path}: {first_line(err)}") from None
+            raise UserError(f"recipe {path}: {one_line(err)}") from None
         for key, value in precision.items():
             setattr(obj, key, value)
         objects.append(obj)
     script, training, model, project = objects
 
     resolved = dict(checked)
-    for key in given:
+    for key in given | set(followed):
         value = getattr(namespace, key)
         resolved[key] = value.value if isinstance(value, enum.Enum) else value
-    return Recipe(script, training, model, project, resolved)
+    notes = []
+    if followed:
+        changes = ", ".join(f"{key}: {_yaml_value(value)}" for key, value in followed.items())
+        notes.append(f"eval_strategy is 'no', so evaluation is off: also set {changes}")
+    return Recipe(script, training, model, project, resolved, notes)
+
+
+# Keys that only mean something while evaluation runs, and their value when eval_strategy is 'no'.
+EVALUATION_KEYS = {"load_best_model_at_end": False, "early_stopping_patience": None, "eval_fraction": 0.0}
+
+
+def _yaml_value(value: object) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _follow_evaluation_off(namespace: argparse.Namespace, given: set[str]) -> dict:
+    """With --eval_strategy no on the command line, turn off the keys that need evaluation unless the command
+    line set them too.
+
+    One flag then turns evaluation off (TrainingArguments would refuse load_best_model_at_end without it, and
+    early stopping has nothing to watch). Returns the keys changed and their new values.
+    """
+    strategy = getattr(namespace.eval_strategy, "value", namespace.eval_strategy)
+    if strategy != "no" or "eval_strategy" not in given:  # a recipe file that says both is taken as it says
+        return {}
+    followed = {}
+    for key, off in EVALUATION_KEYS.items():
+        if key not in given and getattr(namespace, key) != off:
+            setattr(namespace, key, off)
+            followed[key] = off
+    return followed
 
 
 def dump_recipe(resolved: dict) -> str:
@@ -309,3 +346,28 @@ def check_for_training(recipe: Recipe) -> None:
             )
     if not 0.0 <= project.eval_fraction < 1.0:
         raise UserError(f"eval_fraction must be in [0, 1), got {project.eval_fraction}")
+
+
+KEY_GROUPS = {
+    ScriptArguments: "data (trl.ScriptArguments)",
+    SFTConfig: "training (trl.SFTConfig, with every transformers.TrainingArguments field)",
+    ModelConfig: "model, quantisation and LoRA (trl.ModelConfig)",
+    ProjectArguments: "this project's keys",
+}
+
+
+def describe_keys() -> str:
+    """Every recipe key with its default and help, grouped by the dataclass that defines it (for sft.py --keys)."""
+    lines = [f"{BASE_KEY} (default: none)\n    path of a recipe to inherit, relative to this recipe; this recipe's keys win"]
+    for cls, title in KEY_GROUPS.items():
+        lines.append(f"\n== {title}")
+        for f in dataclasses.fields(cls):
+            if not f.init or f.name.startswith("_"):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            default = getattr(default, "value", default)
+            help_text = " ".join(str(f.metadata.get("help", "")).split())
+            lines.append(f"{f.name} (default: {default!r})" + (f"\n    {help_text}" if help_text else ""))
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..jsonfiles import write_json, write_jsonl
 from ..output_dir import atomic_output_dir, check_output_dir
 from .clean import clean_messages
 from .dedup import (
@@ -31,7 +32,6 @@ from .dedup import (
 from .ledger import Ledger
 from .mix import CleanStage, Mix, QualityStage
 from .normalise import Example, Messages, normalise_row, preview
-from .output import write_json, write_jsonl
 from .parallel import chunked, map_chunks
 from .quality import quality_problem
 from .report import SourceCounts, make_stats, render_data_card

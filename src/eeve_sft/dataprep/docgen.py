@@ -26,13 +26,13 @@ import yaml
 
 from ..errors import UserError, yaml_problem
 from ..inference import GenerationResult
+from ..jsonfiles import write_json, write_jsonl
 from ..output_dir import atomic_output_dir, check_output_dir
 from ..retrieval.chunking import Chunk
 from ..retrieval.context import format_context, sources_of
 from ..retrieval.index import Hit, RetrievalIndex
 from ..retrieval.lexical import content_words
 from ..validation import SchemaError, build, limits
-from .output import write_json, write_jsonl
 
 Generate = Callable[[list[list[dict]], dict], list[GenerationResult]]  # (conversations, sampling) -> results
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, first_line
+from ..errors import UserError, one_line
 
 FAISS_FILE = "dense.faiss"
 # Korean-capable, multilingual, 1024 dims, 8K context; `python data_prep/index_docs.py ... --embedding-model` names it.
@@ -34,7 +34,7 @@ def load_embedder(name_or_path: str, device: str | None = None):
     try:
         return SentenceTransformer(str(path) if path.exists() else name_or_path, device=device or "cpu")
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise UserError(f"cannot load embedding model '{name_or_path}': {first_line(err)}") from None
+        raise UserError(f"cannot load embedding model '{name_or_path}': {one_line(err)}") from None
 
 
 def _faiss():

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ..dataprep.output import write_json, write_jsonl
 from ..errors import UserError
+from ..jsonfiles import write_json, write_jsonl
 from ..output_dir import atomic_output_dir, check_output_dir
 from .chunking import Chunk, chunk_documents
 from .dense import (
