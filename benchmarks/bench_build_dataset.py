@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from eeve_sft.dataprep import build_dataset, load_mix
+from eeve_sft.data_prep import build_dataset, load_mix
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN = "<!-- bench_build_dataset: begin -->"

@@ -39,7 +39,7 @@ def training_rows(data_dir: str, tokenizer, keys: dict):
     """The benchmark's conversations as the project tokenizes them: ids and answer masks for TRL, and the raw rows."""
     from datasets import Dataset, load_dataset
 
-    from eeve_sft.data import tokenize_conversation
+    from eeve_sft.training.data import tokenize_conversation
 
     raw = load_dataset("json", data_files=str(Path(data_dir) / "train.jsonl"), split="train")
     rows = [tokenize_conversation(m, tokenizer, keys["max_length"], keys.get("assistant_only_loss", True))

@@ -92,7 +92,7 @@ def in_memory_model():
     from synthetic import build_tokenizer, llama_config
     from transformers import LlamaForCausalLM
 
-    from eeve_sft.inference import align_generation_config
+    from eeve_sft.inference.loading import align_generation_config
 
     config = llama_config()
     config.dtype = torch.bfloat16
@@ -140,8 +140,8 @@ class Bench:
         return time.perf_counter() - start, value
 
     def call(self, model, prompts, new_tokens, batch, fast, min_cache_len=0):
-        from eeve_sft.generation import generate_ids
-        from eeve_sft.inference import SamplingConfig
+        from eeve_sft.inference.generation import generate_ids
+        from eeve_sft.inference.sampling import SamplingConfig
 
         config = SamplingConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                 repetition_penalty=1.0).generation_config(self.tokenizer)
@@ -168,7 +168,7 @@ class Bench:
     def _variant(self, name: str, model, precision: str, fast: bool, batch, steps: int, weights: int,
                  bandwidth: float | None, full: bool = False) -> dict:
         """Warm up (compile), time 1 and `steps` new tokens on one batch; for `full`, also the whole evaluation."""
-        from eeve_sft import generation
+        from eeve_sft.inference import generation
 
         torch = self.torch
         prompts = self.prompts
@@ -240,7 +240,7 @@ class Bench:
         import transformers
         from synthetic import build_model
 
-        from eeve_sft.inference import load_for_inference
+        from eeve_sft.inference.loading import load_for_inference
         from eeve_sft.template import pad_token_id, stop_token_ids
 
         versions = {"python": platform.python_version(), "torch": torch.__version__,
@@ -301,7 +301,7 @@ class Bench:
         print(render(json.loads((self.out / f"generation_{args.tag}.json").read_text(encoding="utf-8"))), flush=True)
 
     def nf4(self, model_dir: Path, bandwidth: float, steps: int):
-        from eeve_sft.inference import load_for_inference
+        from eeve_sft.inference.loading import load_for_inference
 
         model, _ = load_for_inference(model_dir, load_in_4bit=True, device="cuda")
         weights = weight_bytes_per_step(model)
@@ -320,7 +320,7 @@ class Bench:
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
         longest = max(len(p) for p in self.prompts)
-        from eeve_sft.generation import cache_length
+        from eeve_sft.inference.generation import cache_length
 
         cache_len = cache_length(longest, self.new_tokens)
         batch = self.prompts[:rows]

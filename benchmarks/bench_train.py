@@ -138,7 +138,7 @@ def apply_hooks(model, hooks: tuple, bf16: bool) -> dict:
     report = {}
     # As scripts/sft.py does: under bf16 autocast, no fp32 copy of every LoRA input (see modeling.py).
     if bf16 and "fp32_lora_input_cast" not in hooks:
-        from eeve_sft.modeling import skip_redundant_lora_input_casts
+        from eeve_sft.training.modeling import skip_redundant_lora_input_casts
 
         skip_redundant_lora_input_casts(model)
     if "float8_base" in hooks:
@@ -208,9 +208,9 @@ def worker(args) -> None:
     from transformers import TrainerCallback, set_seed
     from trl import SFTTrainer
 
-    from eeve_sft.modeling import tokenizer_for_recipe
-    from eeve_sft.recipe import check_for_training, parse_recipe
-    from eeve_sft.training import build_trainer, prepare_data
+    from eeve_sft.training.assembly import build_trainer, prepare_data
+    from eeve_sft.training.modeling import tokenizer_for_recipe
+    from eeve_sft.training.recipe import check_for_training, parse_recipe
 
     variant = VARIANTS[args.variant]
     os.environ.update(variant.env)

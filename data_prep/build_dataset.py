@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from eeve_sft.dataprep import build_dataset, load_mix  # after argument parsing: --help stays fast
+    from eeve_sft.data_prep import build_dataset, load_mix  # after argument parsing: --help stays fast
 
     mix = load_mix(args.mix)
     output = Path(args.output) if args.output else Path("data") / str(mix.name)

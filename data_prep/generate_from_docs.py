@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--banmal-share", type=float, help="share of questions rewritten into 반말 (default 0.5)")
     parser.add_argument("--top-k", type=int, help="passages retrieved per question (default 3)")
     parser.add_argument("--batch-size", type=int, help="generation batch size (default 8)")
-    parser.add_argument("--config", help="YAML file of generation settings (eeve_sft.dataprep.docgen.DocGenConfig)")
+    parser.add_argument("--config", help="YAML file of generation settings (eeve_sft.data_prep.docgen.DocGenConfig)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--load-in-4bit", action="store_true")
@@ -44,12 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from eeve_sft.dataprep.docgen import (
-        generate_from_docs,
-        load_config,
-        model_generator,
-    )
-    from eeve_sft.inference import load_for_inference
+    from eeve_sft.data_prep.docgen import generate_from_docs, load_config, model_generator
+    from eeve_sft.inference.loading import load_for_inference
     from eeve_sft.output_dir import check_output_dir
     from eeve_sft.retrieval import RetrievalIndex
 

@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict
 
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.sampling import SamplingConfig
+from eeve_sft.inference.sampling import SamplingConfig
 
 DEFAULTS = SamplingConfig()
 
@@ -47,7 +47,8 @@ def main(argv: list[str]) -> None:
     )
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("--prompt is empty")
-    from eeve_sft.inference import chat_loop, generate, load_for_inference, warm_up_chat
+    from eeve_sft.inference.answer import chat_loop, generate, warm_up_chat
+    from eeve_sft.inference.loading import load_for_inference
 
     augment = None
     if args.rag:

@@ -9,8 +9,8 @@ Writes DIR/compare.md (with the plot embedded), DIR/loss_curves.png and DIR/comp
 import argparse
 import sys
 
-from eeve_sft.compare import compare_runs
 from eeve_sft.errors import run_cli
+from eeve_sft.evaluation.compare import compare_runs
 
 
 def main(argv: list[str]) -> None:

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from eeve_sft.errors import UserError, run_cli
-from eeve_sft.sampling import EVAL_SAMPLING, SamplingConfig
+from eeve_sft.inference.sampling import EVAL_SAMPLING, SamplingConfig
 
 CHAT = SamplingConfig()
 
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> None:
         value = getattr(args, flag)
         if isinstance(value, int) and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
-    from eeve_sft.evaluation import EvalSettings, run_evaluation
+    from eeve_sft.evaluation.politeness import EvalSettings, run_evaluation
 
     sampling = SamplingConfig(
         max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,

@@ -21,12 +21,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the merged model to this Hub repo")
     parser.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
     args = parser.parse_args(argv)
-    from eeve_sft.export import merge_adapter, push_to_hub
+    from eeve_sft.inference.export import merge_adapter, push_to_hub
 
     output = merge_adapter(args.model_path, args.output, dtype=args.dtype, overwrite=args.overwrite, device=args.device)
     print(f"merged model saved to {output}")
     if args.push_to_hub:
-        from eeve_sft.inference import resolve_model_source
+        from eeve_sft.inference.loading import resolve_model_source
 
         source = resolve_model_source(args.model_path)
         url = push_to_hub(output, args.push_to_hub, source.path, source.base, private=not args.public)

@@ -20,7 +20,7 @@ BRACKETS = ("⟦", "⟧")
 
 def render(tokenizer, input_ids: list[int], labels: list[int], marks: tuple[str, str]) -> str:
     """Decode `input_ids` span by span, wrapping each run of trained tokens in `marks`."""
-    from eeve_sft.data import IGNORE_INDEX
+    from eeve_sft.training.data import IGNORE_INDEX
 
     pieces, span, trained = [], [], False
     for token, label in zip(input_ids, labels, strict=True):
@@ -47,10 +47,10 @@ def main(argv: list[str]) -> None:
     if args.num < 1:
         raise UserError("--num must be at least 1")
 
-    from eeve_sft.data import IGNORE_INDEX
-    from eeve_sft.modeling import tokenizer_for_recipe
-    from eeve_sft.recipe import parse_recipe
-    from eeve_sft.training import prepare_data, select_data
+    from eeve_sft.training.assembly import prepare_data, select_data
+    from eeve_sft.training.data import IGNORE_INDEX
+    from eeve_sft.training.modeling import tokenizer_for_recipe
+    from eeve_sft.training.recipe import parse_recipe
 
     recipe = parse_recipe(args.recipe, overrides, check_device=False)
     script, training = recipe.script, recipe.training

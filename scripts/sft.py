@@ -40,7 +40,7 @@ def main(argv: list[str]) -> None:
         print(__doc__.strip() + "\n\n" + USAGE)
         return
     if argv[0] == "--keys":
-        from eeve_sft.recipe import describe_keys
+        from eeve_sft.training.recipe import describe_keys
 
         print(describe_keys())
         return
@@ -49,8 +49,8 @@ def main(argv: list[str]) -> None:
     check_only = "--check" in argv[1:]
     overrides = [a for a in argv[1:] if a != "--check"]
 
-    from eeve_sft.recipe import check_for_training, parse_recipe
-    from eeve_sft.run_dir import RunDir
+    from eeve_sft.training.recipe import check_for_training, parse_recipe
+    from eeve_sft.training.run_dir import RunDir
 
     recipe = parse_recipe(argv[0], overrides)
     training, project = recipe.training, recipe.project
@@ -73,11 +73,11 @@ def main(argv: list[str]) -> None:
     from accelerate import PartialState
     from transformers import set_seed
 
-    from eeve_sft.callbacks import CheckpointExtrasCallback, RunRecordCallback
-    from eeve_sft.distributed import stop_when_a_process_is_lost
-    from eeve_sft.modeling import generation_config_for, tokenizer_for_recipe
-    from eeve_sft.run_dir import collect_run_info, full_configuration
-    from eeve_sft.training import build_trainer, prepare_data
+    from eeve_sft.training.assembly import build_trainer, prepare_data
+    from eeve_sft.training.callbacks import CheckpointExtrasCallback, RunRecordCallback
+    from eeve_sft.training.distributed import stop_when_a_process_is_lost
+    from eeve_sft.training.modeling import generation_config_for, tokenizer_for_recipe
+    from eeve_sft.training.run_dir import collect_run_info, full_configuration
 
     # Tokenizer, then data: every row is checked and tokenized before the model loads.
     set_seed(training.seed)

@@ -23,8 +23,8 @@ def demo_model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_tokenizer():
-    from eeve_sft.modeling import tokenizer_for_recipe
-    from eeve_sft.recipe import parse_recipe
+    from eeve_sft.training.modeling import tokenizer_for_recipe
+    from eeve_sft.training.recipe import parse_recipe
 
     return tokenizer_for_recipe(parse_recipe(DEMO_RECIPE))
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from eeve_sft.errors import UserError
-from eeve_sft.recipe import parse_recipe
+from eeve_sft.training.recipe import parse_recipe
 from helpers import BNB_NOISE, DEMO_RECIPE, REPO, error_line, run_script
 
 CLIS = ["scripts/sft.py", "scripts/preview_data.py", "scripts/chat.py", "scripts/evaluate.py", "scripts/compare.py",
@@ -101,7 +101,7 @@ HOLD_OUT = ["--eval_fraction", "0.25", "--dataset_test_split", "none"]
 
 @pytest.mark.parametrize("flags", [HOLD_OUT, ["--eval_strategy", "no"]], ids=["eval_fraction", "no_eval"])
 def test_a_bad_row_is_named_by_file_and_line(tmp_path, flags):
-    from eeve_sft.training import select_data
+    from eeve_sft.training.assembly import select_data
 
     data = tmp_path / "rows.jsonl"
     data.write_text("\n" + _rows(bad_at=9), encoding="utf-8")  # a blank first line: row 9 is on line 11
@@ -111,7 +111,7 @@ def test_a_bad_row_is_named_by_file_and_line(tmp_path, flags):
 
 
 def test_not_found_paths_say_where_they_were_looked_for(tmp_path, monkeypatch):
-    from eeve_sft.data import load_splits
+    from eeve_sft.training.data import load_splits
 
     monkeypatch.chdir(tmp_path)
     looked = tmp_path / "data/local_exampel.jsonl"
@@ -170,7 +170,7 @@ def test_accelerate_launch_quiet_keeps_the_clean_line_last(tmp_path):
 
 
 def test_preview_shows_the_eval_examples_training_holds_out(capsys, monkeypatch):
-    from eeve_sft.training import select_data
+    from eeve_sft.training.assembly import select_data
 
     monkeypatch.chdir(REPO)
     flags = ["--dataset_name", "data/demo/train.jsonl", "--eval_fraction", "0.1"]

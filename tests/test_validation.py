@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eeve_sft.dataprep.mix import Mix
+from eeve_sft.data_prep.mix import Mix
 from eeve_sft.validation import SchemaError, build, closest_key, shown
 
 

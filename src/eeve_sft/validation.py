@@ -1,13 +1,13 @@
 """The one validator for the project's YAML settings: recipes and mix files.
 
 Both are checked against dataclasses before anything loads (TRL's argument classes for a recipe, those of
-:mod:`eeve_sft.dataprep.mix` for a mix file), and every problem is one line that names the key: an unknown key
+:mod:`eeve_sft.data_prep.mix` for a mix file), and every problem is one line that names the key: an unknown key
 with the closest known one, a wrong value with what the field expects and what it got, a number out of its
 bounds with the bound.
 
 Values of the project's own dataclasses are checked strictly against their annotations and ``limits`` metadata
 (:func:`build`). A recipe's values convert through TrlParser's argparse types instead
-(:func:`eeve_sft.recipe.check_values`), so that a YAML value means exactly what the same text means as a
+(:func:`eeve_sft.training.recipe.check_values`), so that a YAML value means exactly what the same text means as a
 command-line flag; both use the helpers here for what they accept and how they report it.
 """
 

@@ -21,13 +21,7 @@ from ..errors import UserError
 from ..jsonfiles import write_json, write_jsonl
 from ..output_dir import atomic_output_dir, check_output_dir
 from .chunking import Chunk, chunk_documents
-from .dense import (
-    DenseIndex,
-    embed_documents,
-    embed_queries,
-    load_embedder,
-    model_identity,
-)
+from .dense import DenseIndex, embed_documents, embed_queries, load_embedder, model_identity
 from .documents import Skipped, load_documents
 from .lexical import CONTENT_TAGS, LexicalIndex, analyze_batch
 

@@ -1,0 +1,1 @@
+"""Training: a recipe in, a run folder out (recipe, data, model, trainer, run folder)."""

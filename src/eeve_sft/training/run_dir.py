@@ -1,0 +1,305 @@
+"""A training run's output_dir: its layout, what training writes there, and the readers every tool uses.
+
+    recipe.yaml      the recipe as given, resolved (base recipes and command-line overrides applied)
+    run_info.json    command, code, packages, hardware, data, and the full configuration (every TRL default)
+    train.log        log records
+    metrics.jsonl    every logged metric with its step
+    summary.json     totals when training ends
+    checkpoint-N/    resumable checkpoints (with run_progress.json: training time up to that step)
+    final/           the final adapter
+    eval/            scripts/evaluate.py's eval.json and eval.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..jsonfiles import write_json
+
+PACKAGES = ("eeve-sft", "trl", "transformers", "peft", "accelerate", "datasets", "bitsandbytes", "deepspeed",
+            "liger-kernel", "tokenizers", "kiwipiepy", "torch")
+PROGRESS_FILE = "run_progress.json"
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+class RunDir:
+    """One training run's folder. Paths are properties; readers raise :class:`UserError` on a broken file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    recipe_file = property(lambda self: self.path / "recipe.yaml")
+    run_info_file = property(lambda self: self.path / "run_info.json")
+    log_file = property(lambda self: self.path / "train.log")
+    metrics_file = property(lambda self: self.path / "metrics.jsonl")
+    summary_file = property(lambda self: self.path / "summary.json")
+    final_dir = property(lambda self: self.path / "final")
+    eval_dir = property(lambda self: self.path / "eval")
+
+    # ------------------------------------------------------------------------------------------- finding runs
+
+    @classmethod
+    def containing(cls, path: str | Path) -> RunDir | None:
+        """The run that `path` (the run itself, its final/ or a checkpoint-N/) belongs to, or None."""
+        path = Path(path).resolve()
+        for candidate in (path, path.parent):
+            if (candidate / "recipe.yaml").is_file():
+                return cls(candidate)
+        return None
+
+    def find_near(self, name: str) -> Path | None:
+        """A relative path that was written from another working directory: look for it in this run's parents
+        (a run dir sits inside the checkout it was trained from). Paths that exist as given are returned as is."""
+        if not name:
+            return None
+        given = Path(name).expanduser()
+        if given.is_absolute() or given.exists():
+            return given if given.exists() else None
+        for parent in self.path.resolve().parents:
+            if (parent / given).exists():
+                return parent / given
+        return None
+
+    # ----------------------------------------------------------------------------------------- what it holds
+
+    def holds_run(self) -> bool:
+        """True when the folder already holds (part of) a training run."""
+        if not self.path.is_dir():
+            return False
+        markers = ("recipe.yaml", "run_info.json", "trainer_state.json", "final")
+        return any((self.path / m).exists() for m in markers) or bool(self.checkpoints())
+
+    def check_can_train(self, overwrite: bool, resuming: bool) -> None:
+        """Refuse to train into a folder that holds a run, unless resuming it or asked to overwrite."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"output_dir {self.path} exists and is not a directory")
+        if self.holds_run() and not (overwrite or resuming):
+            raise UserError(
+                f"output_dir {self.path} already holds a run; pick another --output_dir, resume it with "
+                "--resume_from_checkpoint true, or replace it with --overwrite_output_dir true"
+            )
+
+    def checkpoints(self) -> list[Path]:
+        """checkpoint-N folders, by step."""
+        if not self.path.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.path.iterdir()
+                 if (m := _CHECKPOINT.fullmatch(p.name)) and p.is_dir()]
+        return [p for _, p in sorted(found)]
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def is_complete(self, training, checkpoint: str | Path) -> bool:
+        """True when this run finished (final adapter and summary written), `checkpoint` (the one a resume would
+        start from) is where it ended, and `training` asks for no more steps than it ran: resuming it would
+        change nothing but its record."""
+        if not (self.final_dir.is_dir() and self.summary_file.is_file()):
+            return False
+        summary = self.summary()
+        step = _CHECKPOINT.fullmatch(Path(checkpoint).name)
+        if step is None or int(step.group(1)) < (summary.get("global_step") or 0):
+            return False  # resuming from an earlier checkpoint trains those steps again
+        if training.max_steps and training.max_steps > 0:
+            return training.max_steps <= (summary.get("global_step") or 0)
+        return training.num_train_epochs <= self.configuration().get("num_train_epochs", 0)
+
+    # ------------------------------------------------------------------------------------------------ readers
+
+    def _json(self, path: Path) -> dict:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise UserError(f"{path} is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path} is not valid JSON")
+        return data
+
+    def recipe(self) -> dict:
+        """The resolved recipe it was trained with, as written (empty when there is none)."""
+        if not self.recipe_file.is_file():
+            return {}
+        try:
+            data = yaml.safe_load(self.recipe_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            raise UserError(f"{self.recipe_file} is not a readable recipe") from None
+        return data if isinstance(data, dict) else {}
+
+    def configuration(self) -> dict:
+        """Every key's value as training used it, TRL's defaults included (run_info.json); for runs recorded
+        before run_info.json held it, the recipe with TRL's defaults filled in."""
+        recorded = self.run_info().get("configuration")
+        if recorded:
+            return recorded
+        from .recipe import parse_recipe
+
+        return full_configuration(parse_recipe(self.recipe_file, check_device=False))
+
+    def run_info(self) -> dict:
+        return self._json(self.run_info_file)
+
+    def summary(self) -> dict:
+        return self._json(self.summary_file)
+
+    def metrics(self) -> list[dict]:
+        """metrics.jsonl events; a half-written last line (a run still logging) is left out."""
+        events = []
+        lines = self.metrics_file.read_text(encoding="utf-8").splitlines() if self.metrics_file.is_file() else []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    break
+                raise UserError(f"{self.metrics_file} line {number} is not valid JSON") from None
+        return events
+
+    def eval_file(self) -> Path | None:
+        """The evaluation this run is reported with: eval/eval.json (where scripts/evaluate.py writes for a
+        run), else an eval.json at the top."""
+        for candidate in (self.eval_dir / "eval.json", self.path / "eval.json"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def evaluation(self) -> dict | None:
+        """The parsed :meth:`eval_file`, or None when the run has none."""
+        path = self.eval_file()
+        if path is None:
+            return None
+        document = self._json(path)
+        if not isinstance(document.get("models"), list):
+            raise UserError(f"{path} is not an evaluation result (eval.json from scripts/evaluate.py)")
+        return document
+
+    # -------------------------------------------------------------------------------------- what training writes
+
+    def write_start(self, resolved_recipe: dict, run_info: dict) -> None:
+        from .recipe import dump_recipe
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.recipe_file.write_text(dump_recipe(resolved_recipe), encoding="utf-8")
+        write_json(self.run_info_file, run_info)
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def keep_metrics_until(self, step: int) -> None:
+        """Drop the records logged after `step`: a resumed run logs those steps again from its checkpoint."""
+        if not self.metrics_file.is_file():
+            return
+        kept = [line for line in self.metrics_file.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _step_of(line) is not None and _step_of(line) <= step]
+        tmp = self.metrics_file.with_name(self.metrics_file.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp.replace(self.metrics_file)
+
+    def progress_at(self, checkpoint: Path) -> dict:
+        """What the run had done when `checkpoint` was saved (training seconds so far); empty if unrecorded."""
+        return self._json(checkpoint / PROGRESS_FILE)
+
+    def log_to_file(self) -> None:
+        """Send this process's log records (ours, transformers', TRL's) to train.log as well."""
+        import transformers
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        logger = logging.getLogger("eeve_sft")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        # transformers and TRL keep their own verbosity (warnings by default); their records reach the file too.
+        transformers.utils.logging.add_handler(handler)
+        logging.getLogger("trl").addHandler(handler)
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return json.loads(line).get("step")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _plain(value: object) -> object:
+    """A configuration value as JSON holds it (enums by value, other objects by their text)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def full_configuration(recipe) -> dict:
+    """Every key of the recipe's argument dataclasses with the value training uses, defaults included."""
+    config = {}
+    for obj in (recipe.script, recipe.training, recipe.model, recipe.project):
+        for f in dataclasses.fields(obj):
+            if f.init:
+                config[f.name] = _plain(getattr(obj, f.name))
+    return dict(sorted(config.items()))
+
+
+def collect_run_info(argv: list[str], seed: int, fingerprints: dict[str, str], data_stats: dict,
+                     configuration: dict | None = None) -> dict:
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain") if commit else None
+    return {
+        "command": [sys.executable, *argv],
+        "git_commit": commit,
+        "git_dirty": bool(status) if status is not None else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "packages": versions,
+        "seed": seed,
+        "dataset_fingerprints": fingerprints,
+        "data": data_stats,
+        "configuration": configuration or {},
+    }

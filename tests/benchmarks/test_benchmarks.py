@@ -1,0 +1,215 @@
+"""The training-speed tables in benchmarks/RESULTS.md come from the stored result files, and the check can fail."""
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from helpers import REPO
+
+ROOT = REPO / "benchmarks/results/train_speed"
+H100 = ROOT / "2026-11-25_h100"
+
+
+def load_module(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / f"benchmarks/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_module():
+    return load_module("bench_train")
+
+
+def test_results_md_tables_are_generated_from_the_stored_results():
+    bench = bench_module()
+    all_results = bench.load_all(ROOT)
+    assert {"2026-11-25_h100", "2026-12-01_h200"} <= set(all_results)
+    h100 = all_results["2026-11-25_h100"]
+    assert {"q_padded", "q_default", "b_padded", "b_fast"} <= set(h100)
+    assert [r["repeat"] for r in h100["q_default"]] == [1, 2, 3, 4]  # repeats of one variant, not new variants
+    assert all(r["name"] in bench.VARIANTS for runs in h100.values() for r in runs)
+    block = bench.generated_block(all_results)
+    assert block in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
+
+
+def test_the_fixed_batch_check_fails_on_changed_loss_or_labels():
+    bench = bench_module()
+    results = bench.load_folder(H100)
+    fast, padded = results["q_default"][0], results["q_padded"][0]
+    assert bench.compare(fast, padded)["pass"]
+    off_loss = copy.deepcopy(fast)
+    off_loss["check"]["loss"] *= 1.01
+    assert not bench.compare(off_loss, padded)["pass"]
+    other_labels = copy.deepcopy(fast)
+    other_labels["check"]["trained_tokens"] -= 1
+    assert not bench.compare(other_labels, padded)["pass"]
+    far_tokens = copy.deepcopy(fast)  # same loss, but per-token log-probs as far off as a mask error's
+    far_tokens["check"]["log_probs"] = [x + 0.5 for x in far_tokens["check"]["log_probs"]]
+    assert not bench.compare(far_tokens, padded)["pass"]
+
+
+def test_a_folder_without_the_padded_run_checks_against_the_shipped_recipe():
+    bench = bench_module()
+    results = bench.load_folder(ROOT / "2026-12-01_h200")
+    assert "q_padded" not in results
+    assert bench.reference_for(results, results["q_default_b6_offload"][0]) == "q_default"
+    assert bench.check_against_reference(results, results["q_default"][0]) is None  # the reference itself
+    ref_name, c = bench.check_against_reference(results, results["q_default_b6_offload"][0])
+    assert ref_name == "q_default" and c["pass"]
+
+
+def test_every_benchmark_variant_is_a_valid_recipe_with_its_overrides_applied(tmp_path):
+    from eeve_sft.training.recipe import parse_recipe
+
+    bench = bench_module()
+    for variant in bench.VARIANTS.values():
+        keys = bench.bench_keys(variant, "m", "d", tmp_path / variant.name, cpu_smoke=False)
+        path = tmp_path / f"{variant.name}.yaml"
+        path.write_text(yaml.safe_dump({"base_recipe": str(REPO / variant.recipe), **keys}), encoding="utf-8")
+        recipe = parse_recipe(path, [], check_device=False)
+        values = {**vars(recipe.script), **vars(recipe.training), **vars(recipe.model), **vars(recipe.project)}
+        for key, value in variant.overrides.items():
+            name = {"activation_checkpointing": "gradient_checkpointing",
+                    "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}.get(key, key)
+            assert values.get(name, values.get(key)) == value, (variant.name, key)
+
+
+def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(tmp_path):
+    bench = bench_module()
+    base = {"recipes": {"default": "recipes/eeve_banmal.yaml"}, "references": {"qlora": ["q_a"]},
+            "presets": {"liger": {"use_liger_kernel": True}}}
+    good = {"name": "q_a", "family": "qlora", "label": "a", "recipe": "default", "use": ["liger"],
+            "overrides": {"per_device_train_batch_size": 6}}
+    path = tmp_path / "variants.yaml"
+    path.write_text(yaml.safe_dump({**base, "variants": [good]}), encoding="utf-8")
+    variants, refs = bench.load_variants(path)
+    assert variants["q_a"].overrides == {"use_liger_kernel": True, "per_device_train_batch_size": 6}
+    assert variants["q_a"].recipe == "recipes/eeve_banmal.yaml" and refs == {"qlora": ["q_a"]}
+    for bad, message in [({**good, "use": ["nope"]}, "no preset 'nope'"), ({**good, "hooks": ["x"]}, "unknown hook"),
+                         ({**good, "stepz": 3}, "unknown field"), ({**good, "recipe": "other"}, "recipe must be")]:
+        path.write_text(yaml.safe_dump({**base, "variants": [bad]}), encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            bench.load_variants(path)
+    path.write_text(yaml.safe_dump({**base, "variants": [good, good]}), encoding="utf-8")
+    with pytest.raises(ValueError, match="defined twice"):
+        bench.load_variants(path)
+
+
+def test_repeats_get_numbered_files_and_devices_short_names(tmp_path):
+    bench = bench_module()
+    assert bench.next_repeat(tmp_path, "q_default") == 1
+    bench.result_path(tmp_path, "q_default", 1).write_text("{}")
+    assert bench.next_repeat(tmp_path, "q_default") == 2
+    assert bench.result_path(tmp_path, "q_default", 2).name == "q_default.run2.json"
+    assert bench.device_slug("NVIDIA H100 80GB HBM3") == "h100"
+    assert bench.device_slug("NVIDIA H200") == "h200"
+
+
+def test_gpu_clock_summaries_keep_to_the_timed_window_and_survive_missing_readings():
+    clocks = load_module("gpu_clocks")
+    row = clocks._parse("1980, 3201, 1980, [N/A], 700.00, 41, 99, 0x0000000000000004")
+    assert row["sm_mhz"] == 1980 and row["power_w"] is None and row["event_reasons"] == "0x0000000000000004"
+    samples = [{"unix": t, "sm_mhz": mhz, "power_w": w, "temp_c": 40.0, "util_pct": 100.0, "mem_mhz": 3201.0,
+                "event_reasons": None} for t, mhz, w in [(1, 345, 80.0), (2, 1980, 650.0), (3, 1440, 700.0),
+                                                            (4, 1800, None), (9, 345, 90.0)]]
+    timed = clocks.summarize(samples, (2, 4))
+    assert timed["samples"] == 3 and timed["sm_mhz_min"] == 1440 and timed["sm_mhz_median"] == 1800
+    assert timed["power_w_mean"] == 675.0  # the missing reading is left out, not counted as zero
+    assert clocks.summarize(samples, (5, 8)) is None
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    py = sys.executable
+    subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "model", str(root / "model"), "--tiny"], check=True,
+                   capture_output=True)
+    subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "data", str(root / "data"), "--tokenizer",
+                    str(root / "model"), "--train", "64", "--eval", "8"], check=True, capture_output=True)
+    return root
+
+
+def test_every_scoring_path_of_the_variant_table_passes_the_fixed_batch_check_on_cpu(tiny_model_and_data):
+    """A new variant with a new collator, attention or hook path is checked here before it reaches the GPU."""
+    bench = bench_module()
+    root = tiny_model_and_data
+    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/bench_train.py"), "check", "--cpu-smoke", "--work", str(root / "w"),
+         "--model", str(root / "model"), "--data", str(root / "data")],
+        check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    paths = bench.scoring_paths(cpu_smoke=True)
+    for name in paths:
+        line = next(x for x in proc.stdout.splitlines() if x.startswith(f"{name}:"))
+        refs = bench.REFERENCES[bench.VARIANTS[name].family]
+        if any(importlib.util.find_spec(m) is None for m in bench.VARIANTS[name].needs):  # an extra not installed
+            assert "not checked, needs" in line, line
+            continue
+        assert ("reference" in line) if name == refs[0] else ("PASS" in line), line
+    packed = json.loads((root / "w/checks/q_packed.json").read_text())["check"]
+    assert packed["leak_control_loss"] != packed["loss"]  # the packed path really scored a flattened batch
+
+
+def test_an_external_trainer_variant_without_its_packages_is_recorded_as_not_run(tmp_path):
+    bench = bench_module()
+    variant = bench.VARIANTS["x_unsloth_packed"]
+    assert variant.runner == "unsloth" and "x_unsloth_packed" not in bench.scoring_paths(cpu_smoke=True)
+    args = type("Args", (), {"external_site": str(tmp_path / "empty"), "model": "m", "data": "d", "cpu_smoke": True,
+                             "timeout": 10})()
+    bench.run_one(variant, args, tmp_path / "work", tmp_path, "now")
+    result = json.loads((tmp_path / "x_unsloth_packed.json").read_text())
+    assert result["status"] == "failed" and result["error"] == "needs unsloth (not installed)"
+
+
+def test_the_external_runner_trains_the_tokens_and_answer_masks_the_project_trains(tiny_model_and_data):
+    from transformers import AutoTokenizer
+
+    from eeve_sft.training.data import tokenize_conversation
+
+    external = load_module("bench_external")
+    root = tiny_model_and_data
+    tokenizer = AutoTokenizer.from_pretrained(root / "model")
+    keys = {"max_length": 256, "assistant_only_loss": True}
+    dataset, _ = external.training_rows(str(root / "data"), tokenizer, keys)
+    first = json.loads((root / "data/train.jsonl").read_text().splitlines()[0])["messages"]
+    expected = tokenize_conversation(first, tokenizer, 256, True)
+    assert dataset[0]["input_ids"] == expected["input_ids"]
+    assert dataset[0]["assistant_masks"] == [int(x != -100) for x in expected["labels"]]
+    assert 0 < sum(dataset[0]["assistant_masks"]) < len(dataset[0]["input_ids"])  # answer only, not the prompt
+
+def test_results_md_generation_section_is_generated_from_the_stored_results():
+    bench = load_module("bench_generate")
+    block = bench.generated_block(REPO / "benchmarks/results/generation")
+    assert block in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
+    assert "| bf16 fast auto | 224 |" in block and "| nf4 plain b64 | 64 |" in block
+
+
+def test_generation_targets_are_judged_on_the_figures(tmp_path):
+    bench = load_module("bench_generate")
+    document = {"variants": [{"variant": "bf16 fast b64", "step_ms": 14.9}, {"variant": "bf16 fast auto",
+                                                                             "eval_s": 121.0}]}
+    lines = bench.target_lines(document)
+    assert lines[0].endswith("(bf16 fast b64), met") and lines[1].endswith("(bf16 fast auto), missed")
+    assert lines[2].endswith("not measured in this run")
+
+
+def test_scaling_model_section_is_the_models_output():
+    model = load_module("scaling_model")
+    assert model.LORA_PARAMS == 251_658_240  # r 64 on q, k, v, o, gate, up, down of 48 layers
+    ddp = model.SETUPS[0]
+    # Ring all-reduce of the fp32 LoRA gradients over 16 GPUs: 2 x 15/16 x 1.007 GB at 80% of 400 GB/s, plus the
+    # latency of 41 buckets x 30 ring steps x 10 us.
+    seconds = model.comm_seconds_per_step(ddp, 16, model.NETWORKS[0])
+    assert 2 * 15 / 16 * model.LORA_PARAMS * 4 / (0.8 * 400e9) < seconds < 0.03
+    assert model.comm_seconds_per_step(ddp, 1, model.NETWORKS[0]) == 0.0
+    assert model.section() in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")

@@ -1,0 +1,52 @@
+"""eeve_sft.training.run_dir.RunDir: the one place that knows a run folder's layout and reads it."""
+
+from __future__ import annotations
+
+import json
+
+from eeve_sft.training.run_dir import RunDir
+
+
+def test_a_run_is_found_from_its_adapters(tmp_path):
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "checkpoint-6").mkdir()
+    (run / "recipe.yaml").write_text("lora_r: 8\n", encoding="utf-8")
+    for path in (run, run / "final", run / "checkpoint-6"):
+        assert RunDir.containing(path).path == run.resolve()
+    assert RunDir.containing(tmp_path) is None
+
+
+def test_checkpoints_are_ordered_by_step_not_by_name(tmp_path):
+    for step in (100, 20, 3):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-x").mkdir()
+    run = RunDir(tmp_path)
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-3", "checkpoint-20", "checkpoint-100"]
+    assert run.latest_checkpoint().name == "checkpoint-100" and run.holds_run()
+
+
+def test_a_relative_path_is_found_through_the_runs_parents(tmp_path, monkeypatch):
+    (tmp_path / "data" / "set").mkdir(parents=True)
+    run = RunDir(tmp_path / "outputs" / "run")
+    monkeypatch.chdir(tmp_path / "data")  # somewhere the relative path does not resolve
+    assert run.find_near("data/set") == tmp_path / "data" / "set"
+    assert run.find_near("data/missing") is None
+
+
+def test_the_evaluation_cited_is_the_one_in_eval(tmp_path):
+    run = RunDir(tmp_path)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval.json").write_text(json.dumps({"models": [{"name": "top"}]}), encoding="utf-8")
+    assert run.evaluation()["models"][0]["name"] == "top"
+    (tmp_path / "eval" / "eval.json").write_text(json.dumps({"models": [{"name": "eval/"}]}), encoding="utf-8")
+    assert run.eval_file() == tmp_path / "eval" / "eval.json"
+    assert run.evaluation()["models"][0]["name"] == "eval/"
+
+
+def test_metrics_after_a_checkpoint_are_dropped_for_a_resume(tmp_path):
+    run = RunDir(tmp_path)
+    for step in (2, 4, 6, 8):
+        run.append_metrics({"step": step, "loss": 1.0 / step})
+    run.keep_metrics_until(6)
+    assert [e["step"] for e in run.metrics()] == [2, 4, 6]
