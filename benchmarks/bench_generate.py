@@ -423,11 +423,15 @@ def generated_block(results_dir: Path) -> str:
     return f"{BEGIN}\n" + "\n".join(parts).rstrip() + f"\n{END}"
 
 
-def write_results_md(block: str) -> None:
+def write_results_md(block: str, begin: str = BEGIN, end: str = END, before: str | None = None) -> None:
+    """Replace the section between `begin` and `end`; a new one goes in front of `before`, else at the end."""
     text = RESULTS_MD.read_text(encoding="utf-8")
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif before and before in text:
+        head, rest = text.split(before, 1)
+        text = head + block + "\n\n" + before + rest
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS_MD.write_text(text, encoding="utf-8")

@@ -213,3 +213,26 @@ def test_scaling_model_section_is_the_models_output():
     assert 2 * 15 / 16 * model.LORA_PARAMS * 4 / (0.8 * 400e9) < seconds < 0.03
     assert model.comm_seconds_per_step(ddp, 1, model.NETWORKS[0]) == 0.0
     assert model.section() in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
+
+
+def test_results_md_docgen_section_is_the_rendering_of_the_stored_result():
+    bench = load_module("bench_docgen")
+    result = REPO / "benchmarks/results/docgen/2026-12-01_h200/docgen.json"
+    block = bench.generated_block(result)
+    text = (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
+    assert block in text
+    assert text.index("<!-- bench_retrieval: end -->") < text.index(bench.BEGIN) < text.index(bench.AFTER)
+    document = json.loads(result.read_text(encoding="utf-8"))
+    assert [s["stage"] for s in document["stages"]] == ["questions", "answers"]
+    assert "| answers | 53 |" in block and "**Rows per hour: 17,223 warm**" in block
+
+
+def test_docgen_rows_per_hour_counts_an_answer_and_a_share_of_a_question_prompt():
+    bench = load_module("bench_docgen")
+    stages = [{"stage": "questions", "prompts": 10, "new_tokens": 100, "warm_s": 20.0, "cold_s": 80.0},
+              {"stage": "answers", "prompts": 20, "new_tokens": 200, "warm_s": 60.0, "cold_s": 120.0}]
+    t = bench.throughput({"questions_per_chunk": 2, "stages": stages})
+    assert t["warm"]["seconds_per_row"] == 60 / 20 + 20 / (10 * 2)  # 3 s of answer, 1 s of question per row
+    assert t["warm"]["rows_per_hour"] == 900 and t["warm"]["tokens_per_row"] == 250
+    assert t["cold"]["seconds_per_row"] == 120 / 20 + 80 / 20
+    assert bench.throughput({"questions_per_chunk": 2, "stages": stages[:1]}) is None  # answers never ran

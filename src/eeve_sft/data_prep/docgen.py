@@ -118,6 +118,11 @@ def question_prompt(chunk: Chunk, n: int) -> list[dict]:
             {"role": "user", "content": f"{quoted}\n\n{QUESTION_PROMPT.format(n=n)}"}]
 
 
+def answer_prompt(question: str, hits: list[Hit]) -> list[dict]:
+    """The answering conversation: the passages and the question in the layout chat --rag shows the model."""
+    return [{"role": "system", "content": ANSWER_SYSTEM}, {"role": "user", "content": format_context(question, hits)}]
+
+
 def parse_questions(text: str, limit: int) -> list[str]:
     """The questions in a model's numbered or bulleted list: one per line, list marks removed, Korean only."""
     out: list[str] = []
@@ -239,8 +244,7 @@ class DocGen:
         candidates = answerable
         self._timed("retrieve", start)
         start = time.perf_counter()
-        prompts = [[{"role": "system", "content": ANSWER_SYSTEM}, {"role": "user", "content": c.user_turn()}]
-                   for c in candidates]
+        prompts = [answer_prompt(c.question, c.hits) for c in candidates]
         results = self.generate(prompts, cfg.sampling(cfg.answer_max_new_tokens)) if prompts else []
         self._timed("generate_answers", start)
         start = time.perf_counter()
