@@ -2,14 +2,14 @@
 
 `data_prep/generate_from_docs.py` generates in two stages: questions from every chunk of an index, then an answer
 to each question from its top-k retrieved chunks. This benchmark runs both stages with their real prompts through
-the call docgen makes (:func:`eeve_sft.dataprep.docgen.model_generator`: ``generate_batch`` on the fast path,
+the call docgen makes (:func:`eeve_sft.data_prep.docgen.model_generator`: ``generate_batch`` on the fast path,
 here with batch size ``auto``, docgen's own sampling settings per stage) on the EEVE-shaped random bf16 model of
 ``benchmarks/synthetic.py``.
 
 The prompts are built on a CPU, once, by docgen's own functions (``--prepare``): the index of ``data/wms_docs``
 is built with the project's indexer (Kiwi, BM25), question prompts come from its chunks
-(:func:`~eeve_sft.dataprep.docgen.question_prompt`), answer prompts from the questions of
-``eval/wms_questions.jsonl`` with their top-k retrieved chunks (:func:`~eeve_sft.dataprep.docgen.answer_prompt`).
+(:func:`~eeve_sft.data_prep.docgen.question_prompt`), answer prompts from the questions of
+``eval/wms_questions.jsonl`` with their top-k retrieved chunks (:func:`~eeve_sft.data_prep.docgen.answer_prompt`).
 The GPU run needs neither Kiwi nor bm25s: it reads the stored prompts, builds the model in memory and generates.
 
 Random weights never stop, so every row is forced to the stage's length (``min_new_tokens = max_new_tokens`` =
@@ -55,7 +55,7 @@ SMOKE_PROMPTS, SMOKE_TOKENS = 4, {"questions": 8, "answers": 12}
 
 def prepare(out_file: Path) -> dict:
     """Index data/wms_docs and write both stages' prompts, built by docgen's functions, to `out_file`."""
-    from eeve_sft.dataprep.docgen import DocGenConfig, answer_prompt, question_prompt
+    from eeve_sft.data_prep.docgen import DocGenConfig, answer_prompt, question_prompt
     from eeve_sft.retrieval import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP, RetrievalIndex, build_index, sources_of
     from eeve_sft.retrieval.evaluate import load_questions
 
@@ -96,7 +96,7 @@ def load_model(cpu_smoke: bool):
     from synthetic import llama_config
     from transformers import LlamaForCausalLM
 
-    from eeve_sft.inference import align_generation_config, load_tokenizer, resolve_model_source
+    from eeve_sft.inference.loading import align_generation_config, load_tokenizer, resolve_model_source
 
     if cpu_smoke:
         torch.manual_seed(0)
@@ -184,7 +184,7 @@ class Bench:
         from bench_generate import hbm_bandwidth_gbs, nvidia_smi
         from gpu_clocks import Sampler
 
-        from eeve_sft.inference import generate_batch
+        from eeve_sft.inference.answer import generate_batch
 
         prompts = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
         config, sampling = prompts["config"], prompts["sampling"]
