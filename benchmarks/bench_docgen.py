@@ -70,16 +70,26 @@ def prepare(out_file: Path) -> dict:
         document = {
             "docs": str(DOCS.relative_to(REPO)),
             "questions_file": str(QUESTIONS.relative_to(REPO)),
-            "index": {"chunk_chars": DEFAULT_CHUNK_CHARS, "overlap": DEFAULT_OVERLAP, "mode": mode,
-                      "counts": index.manifest["counts"], "versions": index.manifest["versions"]},
+            "index": {
+                "chunk_chars": DEFAULT_CHUNK_CHARS,
+                "overlap": DEFAULT_OVERLAP,
+                "mode": mode,
+                "counts": index.manifest["counts"],
+                "versions": index.manifest["versions"],
+            },
             "config": asdict(config),
             # what docgen hands the generator per stage (DocGenConfig.sampling), so the GPU run imports no docgen
-            "sampling": {"questions": config.sampling(config.question_max_new_tokens),
-                         "answers": config.sampling(config.answer_max_new_tokens)},
-            "questions": [{"chunk": c.id, "messages": question_prompt(c, config.questions_per_chunk)}
-                          for c in index.chunks],
-            "answers": [{"question": q, "sources": sources_of(hits), "messages": answer_prompt(q, hits)}
-                        for q, hits in zip(questions, hit_lists, strict=True)],
+            "sampling": {
+                "questions": config.sampling(config.question_max_new_tokens),
+                "answers": config.sampling(config.answer_max_new_tokens),
+            },
+            "questions": [
+                {"chunk": c.id, "messages": question_prompt(c, config.questions_per_chunk)} for c in index.chunks
+            ],
+            "answers": [
+                {"question": q, "sources": sources_of(hits), "messages": answer_prompt(q, hits)}
+                for q, hits in zip(questions, hit_lists, strict=True)
+            ],
         }
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -115,8 +125,12 @@ def stage_lengths(tokenizer, conversations: list[list[dict]]) -> dict:
 
     tokens = [len(encode_prompt(tokenizer, m)) for m in conversations]
     chars = [sum(len(turn["content"]) for turn in m) for m in conversations]
-    return {"prompt_tokens_mean": statistics.fmean(tokens), "prompt_tokens_min": min(tokens),
-            "prompt_tokens_max": max(tokens), "prompt_chars_mean": statistics.fmean(chars)}
+    return {
+        "prompt_tokens_mean": statistics.fmean(tokens),
+        "prompt_tokens_min": min(tokens),
+        "prompt_tokens_max": max(tokens),
+        "prompt_chars_mean": statistics.fmean(chars),
+    }
 
 
 class Bench:
@@ -128,8 +142,9 @@ class Bench:
         self.document: dict = {}
 
     def save(self) -> None:
-        (self.out / "docgen.json").write_text(json.dumps(self.document, indent=2, ensure_ascii=False) + "\n",
-                                             encoding="utf-8")
+        (self.out / "docgen.json").write_text(
+            json.dumps(self.document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
 
     def timed(self, fn):
         if self.cuda:
@@ -141,8 +156,7 @@ class Bench:
         stop = time.perf_counter()
         return stop - start, (time.time() - (stop - start), time.time()), value
 
-    def stage(self, name: str, model, generate, conversations, new_tokens: int, sampling: dict, tokenizer,
-              sampler):
+    def stage(self, name: str, model, generate, conversations, new_tokens: int, sampling: dict, tokenizer, sampler):
         """The stage's prompts twice through docgen's generator: cold (compile included), then warm."""
         from gpu_clocks import summarize
 
@@ -152,8 +166,13 @@ class Bench:
         torch = self.torch
         longest = max(len(encode_prompt(tokenizer, m)) for m in conversations)
         cache_len = generation.cache_length(longest, new_tokens)
-        record = {"stage": name, "prompts": len(conversations), "new_tokens": new_tokens,
-                  **stage_lengths(tokenizer, conversations), "cache_len": cache_len}
+        record = {
+            "stage": name,
+            "prompts": len(conversations),
+            "new_tokens": new_tokens,
+            **stage_lengths(tokenizer, conversations),
+            "cache_len": cache_len,
+        }
         if self.cuda:
             fits = generation.auto_batch_size(model, cache_len, longest)
             record["rows"] = generation.batch_rows("auto", len(conversations), fits)
@@ -188,22 +207,33 @@ class Bench:
 
         prompts = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
         config, sampling = prompts["config"], prompts["sampling"]
-        stages = [("questions", [p["messages"] for p in prompts["questions"]], config["question_max_new_tokens"]),
-                  ("answers", [p["messages"] for p in prompts["answers"]], config["answer_max_new_tokens"])]
+        stages = [
+            ("questions", [p["messages"] for p in prompts["questions"]], config["question_max_new_tokens"]),
+            ("answers", [p["messages"] for p in prompts["answers"]], config["answer_max_new_tokens"]),
+        ]
         if args.cpu_smoke:
             stages = [(n, c[:SMOKE_PROMPTS], SMOKE_TOKENS[n]) for n, c, _ in stages]
         stages = [(n, c, args.new_tokens.get(n, t)) for n, c, t in stages]
         device = torch.cuda.get_device_name() if self.cuda else f"CPU ({platform.processor() or 'x86_64'})"
         self.document = {
-            "label": args.label, "date": args.date, "device": device,
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "transformers": transformers.__version__},
+            "label": args.label,
+            "date": args.date,
+            "device": device,
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+            },
             "model": "EEVE-shaped random Llama, bf16 (benchmarks/synthetic.py)" + (" tiny" if args.cpu_smoke else ""),
             "tokenizer": str(TOKENIZER.relative_to(REPO)),
             "prompts_file": str(Path(args.prompts).resolve().relative_to(REPO))
-            if Path(args.prompts).resolve().is_relative_to(REPO) else args.prompts,
-            "index": prompts["index"], "docs": prompts["docs"], "questions_file": prompts["questions_file"],
-            "questions_per_chunk": config["questions_per_chunk"], "top_k": config["top_k"],
+            if Path(args.prompts).resolve().is_relative_to(REPO)
+            else args.prompts,
+            "index": prompts["index"],
+            "docs": prompts["docs"],
+            "questions_file": prompts["questions_file"],
+            "questions_per_chunk": config["questions_per_chunk"],
+            "top_k": config["top_k"],
             "sampling": sampling["answers"] | {"max_new_tokens": "forced per stage"},
             "batch_size": "auto",
             "nvidia_smi_before": nvidia_smi() if self.cuda else None,
@@ -212,6 +242,7 @@ class Bench:
         }
         self.save()
         model, tokenizer = load_model(args.cpu_smoke)
+
         def generate(conversations, stage_sampling):  # the call docgen.model_generator makes, batch size auto
             return generate_batch(model, tokenizer, conversations, batch_size="auto", **stage_sampling)
 
@@ -240,8 +271,12 @@ def throughput(document: dict) -> dict | None:
     for key in ("warm", "cold"):
         seconds = a[f"{key}_s"] / a["prompts"] + q[f"{key}_s"] / (q["prompts"] * per_q)
         tokens = a["new_tokens"] + q["new_tokens"] / per_q
-        out[key] = {"seconds_per_row": seconds, "rows_per_hour": 3600 / seconds, "tokens_per_row": tokens,
-                    "tokens_per_s": tokens / seconds}
+        out[key] = {
+            "seconds_per_row": seconds,
+            "rows_per_hour": 3600 / seconds,
+            "tokens_per_row": tokens,
+            "tokens_per_s": tokens / seconds,
+        }
     return out
 
 
@@ -255,8 +290,10 @@ def _fmt(value, digits=1):
 def _gpu(summary: dict | None) -> str:
     if not summary:
         return "—"
-    return (f"SM {_fmt(summary['sm_mhz_median'], 0)} MHz, mem {_fmt(summary['mem_mhz_median'], 0)} MHz, "
-            f"{_fmt(summary['power_w_mean'], 0)} W mean / {_fmt(summary['power_w_max'], 0)} W max")
+    return (
+        f"SM {_fmt(summary['sm_mhz_median'], 0)} MHz, mem {_fmt(summary['mem_mhz_median'], 0)} MHz, "
+        f"{_fmt(summary['power_w_mean'], 0)} W mean / {_fmt(summary['power_w_max'], 0)} W max"
+    )
 
 
 def render(document: dict) -> str:
@@ -293,21 +330,26 @@ def render(document: dict) -> str:
             f"{s['prompt_tokens_max']}) | {_fmt(s['prompt_chars_mean'], 0)} | {s['new_tokens']} | "
             f"{s.get('rows', '—')} | {_fmt(s.get('cold_s'))} | {_fmt(s.get('warm_s'))} | "
             f"{_fmt(s.get('cold_tokens_per_s'), 0)} | {_fmt(s.get('warm_tokens_per_s'), 0)} | "
-            f"{_fmt(s.get('peak_gib'))} |")
+            f"{_fmt(s.get('peak_gib'))} |"
+        )
     lines.append("")
     t = document.get("throughput")
     if t:
         w, c = t["warm"], t["cold"]
         lines += [
-            (f"- **Rows per hour: {_fmt(w['rows_per_hour'], 0)} warm** ({_fmt(c['rows_per_hour'], 0)} with this "
-             f"run's compile included): seconds per row = answers_s / answer prompts + questions_s / (question "
-             f"prompts x {per_q}) = {w['seconds_per_row']:.3f} s; {_fmt(w['tokens_per_row'], 0)} generated tokens "
-             f"per row (an answer and 1/{per_q} of a question prompt's output), "
-             f"{_fmt(w['tokens_per_s'], 0)} question+answer tokens/s."),
-            ("- An upper bound per generated row: it counts every chunk as yielding its questions and every row as "
-             "kept. The filters' pass rates (question parsing, length, speech level, groundedness) cannot be measured "
-             "on a random model; real rows per hour are this times the share kept (`stats.json` of a real run). "
-             "Forced lengths are the worst case: real answers stop at eos, and a batch ends with its longest row."),
+            (
+                f"- **Rows per hour: {_fmt(w['rows_per_hour'], 0)} warm** ({_fmt(c['rows_per_hour'], 0)} with this "
+                f"run's compile included): seconds per row = answers_s / answer prompts + questions_s / (question "
+                f"prompts x {per_q}) = {w['seconds_per_row']:.3f} s; {_fmt(w['tokens_per_row'], 0)} generated tokens "
+                f"per row (an answer and 1/{per_q} of a question prompt's output), "
+                f"{_fmt(w['tokens_per_s'], 0)} question+answer tokens/s."
+            ),
+            (
+                "- An upper bound per generated row: it counts every chunk as yielding its questions and every row as "
+                "kept. The filters' pass rates (question parsing, length, speech level, groundedness) cannot be measured "
+                "on a random model; real rows per hour are this times the share kept (`stats.json` of a real run). "
+                "Forced lengths are the worst case: real answers stop at eos, and a batch ends with its longest row."
+            ),
         ]
     else:
         lines.append("- Rows per hour: not measured (a stage did not finish).")
@@ -342,8 +384,13 @@ def main() -> None:
     parser.add_argument("--prompts", help="the prompts file written by --prepare")
     parser.add_argument("--out", help="directory for docgen.json")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny model, few prompts, CPU: checks the script")
-    parser.add_argument("--new-tokens", nargs="+", default=[], metavar="STAGE=N",
-                        help="other forced lengths than the config's, e.g. answers=256")
+    parser.add_argument(
+        "--new-tokens",
+        nargs="+",
+        default=[],
+        metavar="STAGE=N",
+        help="other forced lengths than the config's, e.g. answers=256",
+    )
     parser.add_argument("--date", default=time.strftime("%Y-%m-%d"))
     parser.add_argument("--label", help="what this run measures")
     parser.add_argument("--render", metavar="DOCGEN_JSON", help="only write the RESULTS.md section from a result")

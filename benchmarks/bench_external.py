@@ -29,10 +29,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import bench_train  # the variants table: it imports no ML library at module level
+import bench_train  # noqa: E402  (after the path above) the variants table: it imports no ML library at module level
 
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "UNSLOTH_DISABLE_STATISTICS": "1"}
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "UNSLOTH_DISABLE_STATISTICS": "1",
+}
 
 
 def training_rows(data_dir: str, tokenizer, keys: dict):
@@ -42,13 +46,17 @@ def training_rows(data_dir: str, tokenizer, keys: dict):
     from eeve_sft.training.data import tokenize_conversation
 
     raw = load_dataset("json", data_files=str(Path(data_dir) / "train.jsonl"), split="train")
-    rows = [tokenize_conversation(m, tokenizer, keys["max_length"], keys.get("assistant_only_loss", True))
-            for m in raw["messages"]]
+    rows = [
+        tokenize_conversation(m, tokenizer, keys["max_length"], keys.get("assistant_only_loss", True))
+        for m in raw["messages"]
+    ]
     rows = [r for r in rows if r["num_trained"] > 0]
-    dataset = Dataset.from_dict({
-        "input_ids": [r["input_ids"] for r in rows],
-        "assistant_masks": [[int(x != -100) for x in r["labels"]] for r in rows],
-    })
+    dataset = Dataset.from_dict(
+        {
+            "input_ids": [r["input_ids"] for r in rows],
+            "assistant_masks": [[int(x != -100) for x in r["labels"]] for r in rows],
+        }
+    )
     return dataset, rows
 
 
@@ -61,12 +69,18 @@ def unsloth_result(variant, keys: dict, model_dir: str, data_dir: str, work: Pat
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_dir, max_seq_length=keys["max_length"], dtype=torch.bfloat16, load_in_4bit=bool(keys.get("load_in_4bit")))
+        model_dir, max_seq_length=keys["max_length"], dtype=torch.bfloat16, load_in_4bit=bool(keys.get("load_in_4bit"))
+    )
     model = FastLanguageModel.get_peft_model(
-        model, r=keys["lora_r"], lora_alpha=keys["lora_alpha"], lora_dropout=keys["lora_dropout"],
-        target_modules=list(keys["lora_target_modules"]), bias="none",
+        model,
+        r=keys["lora_r"],
+        lora_alpha=keys["lora_alpha"],
+        lora_dropout=keys["lora_dropout"],
+        target_modules=list(keys["lora_target_modules"]),
+        bias="none",
         use_gradient_checkpointing="unsloth" if keys.get("activation_checkpointing", True) else False,
-        random_state=keys.get("seed", 42))
+        random_state=keys.get("seed", 42),
+    )
     dataset, rows = training_rows(data_dir, tokenizer, keys)
     lengths = [len(r["input_ids"]) for r in rows]
     pad_id = tokenizer.pad_token_id
@@ -91,25 +105,40 @@ def unsloth_result(variant, keys: dict, model_dir: str, data_dir: str, work: Pat
         label_tokens = 0
 
         def training_step(self, model, inputs, num_items_in_batch=None):
-            self.input_tokens += int((inputs["input_ids"] != pad_id).sum()) if "attention_mask" in inputs else \
-                int(inputs["input_ids"].numel())
+            self.input_tokens += (
+                int((inputs["input_ids"] != pad_id).sum())
+                if "attention_mask" in inputs
+                else int(inputs["input_ids"].numel())
+            )
             self.label_tokens += int((inputs["labels"][:, 1:] != -100).sum())
             return super().training_step(model, inputs, num_items_in_batch)
 
     timer = Timer()
     config = SFTConfig(
-        output_dir=str(work / "runs" / variant.name), max_steps=variant.steps, report_to="none", save_strategy="no",
-        eval_strategy="no", logging_steps=1, bf16=True, seed=keys.get("seed", 42),
+        output_dir=str(work / "runs" / variant.name),
+        max_steps=variant.steps,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        bf16=True,
+        seed=keys.get("seed", 42),
         per_device_train_batch_size=keys["per_device_train_batch_size"],
-        gradient_accumulation_steps=keys["gradient_accumulation_steps"], learning_rate=keys["learning_rate"],
-        lr_scheduler_type=keys.get("lr_scheduler_type", "linear"), warmup_steps=keys.get("warmup_steps", 0),
-        weight_decay=keys.get("weight_decay", 0.0), optim=keys.get("optim", "adamw_torch"),
-        max_length=keys["max_length"], packing=bool(keys.get("packing")),
-        padding_free=bool(keys.get("packing")), assistant_only_loss=keys.get("assistant_only_loss", True),
+        gradient_accumulation_steps=keys["gradient_accumulation_steps"],
+        learning_rate=keys["learning_rate"],
+        lr_scheduler_type=keys.get("lr_scheduler_type", "linear"),
+        warmup_steps=keys.get("warmup_steps", 0),
+        weight_decay=keys.get("weight_decay", 0.0),
+        optim=keys.get("optim", "adamw_torch"),
+        max_length=keys["max_length"],
+        packing=bool(keys.get("packing")),
+        padding_free=bool(keys.get("packing")),
+        assistant_only_loss=keys.get("assistant_only_loss", True),
         dataset_num_proc=None,
     )
-    trainer = CountingTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                              callbacks=[timer])
+    trainer = CountingTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
+    )
     trainer.train()
 
     marks = timer.marks
@@ -119,14 +148,26 @@ def unsloth_result(variant, keys: dict, model_dir: str, data_dir: str, work: Pat
     mean_len = sum(lengths) / len(lengths)
     tok_s = (in1 - in0) / seconds
     return {
-        "name": variant.name, "status": "ok", "family": variant.family, "label": variant.label,
-        "recipe": variant.recipe, "overrides": variant.overrides, "hooks": [], "runner": "unsloth",
-        "measured_steps": steps, "warmup_steps": w, "seconds": seconds, "s_per_step": seconds / steps,
-        "tokens_per_s": tok_s, "label_tokens_per_s": (lab1 - lab0) / seconds, "tokens_per_step": (in1 - in0) / steps,
+        "name": variant.name,
+        "status": "ok",
+        "family": variant.family,
+        "label": variant.label,
+        "recipe": variant.recipe,
+        "overrides": variant.overrides,
+        "hooks": [],
+        "runner": "unsloth",
+        "measured_steps": steps,
+        "warmup_steps": w,
+        "seconds": seconds,
+        "s_per_step": seconds / steps,
+        "tokens_per_s": tok_s,
+        "label_tokens_per_s": (lab1 - lab0) / seconds,
+        "tokens_per_step": (in1 - in0) / steps,
         "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
         "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
         "data_mean_tokens": mean_len,
-        "data_mean_trained_tokens": sum(r["num_trained"] for r in rows) / len(rows), "data_rows": len(rows),
+        "data_mean_trained_tokens": sum(r["num_trained"] for r in rows) / len(rows),
+        "data_rows": len(rows),
         "workload_hours": bench_train.WORKLOAD_SAMPLES * mean_len / tok_s / 3600,
         "check": None,  # Unsloth's own kernels score the batch: the project's fixed-batch check does not apply
         "timed_window_unix": [timer.unix[w], timer.unix[-1]],
@@ -151,8 +192,9 @@ RUNNERS = {"unsloth": unsloth_result}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True, choices=sorted(n for n, v in bench_train.VARIANTS.items()
-                                                                   if v.runner in RUNNERS))
+    parser.add_argument(
+        "--variant", required=True, choices=sorted(n for n, v in bench_train.VARIANTS.items() if v.runner in RUNNERS)
+    )
     parser.add_argument("--work", default="/tmp/bench")
     parser.add_argument("--model", default="/tmp/eeve-random")
     parser.add_argument("--data", default="/tmp/synth")

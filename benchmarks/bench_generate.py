@@ -64,8 +64,13 @@ def synthetic_prompts(tokenizer, n: int, seed: int = 0) -> list[list[int]]:
 def nvidia_smi() -> str | None:
     query = "name,clocks.sm,clocks.mem,clocks.max.sm,power.draw,power.limit,temperature.gpu,pstate,memory.used"
     try:
-        return subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv"], capture_output=True,
-                              text=True, timeout=30, check=False).stdout.strip()
+        return subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -143,10 +148,20 @@ class Bench:
         from eeve_sft.inference.generation import generate_ids
         from eeve_sft.inference.sampling import SamplingConfig
 
-        config = SamplingConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                repetition_penalty=1.0).generation_config(self.tokenizer)
-        return generate_ids(model, prompts, config, self.pad, self.stops, batch_size=batch, fast=fast,
-                            progress=False, min_cache_len=min_cache_len)
+        config = SamplingConfig(
+            max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, repetition_penalty=1.0
+        ).generation_config(self.tokenizer)
+        return generate_ids(
+            model,
+            prompts,
+            config,
+            self.pad,
+            self.stops,
+            batch_size=batch,
+            fast=fast,
+            progress=False,
+            min_cache_len=min_cache_len,
+        )
 
     def variant(self, name: str, *args, **kwargs) -> dict | None:
         """One variant; a failure is recorded with its message and the run goes on to the next."""
@@ -165,8 +180,18 @@ class Bench:
     def wanted(self, name: str) -> bool:
         return not self.args.only or name in self.args.only
 
-    def _variant(self, name: str, model, precision: str, fast: bool, batch, steps: int, weights: int,
-                 bandwidth: float | None, full: bool = False) -> dict:
+    def _variant(
+        self,
+        name: str,
+        model,
+        precision: str,
+        fast: bool,
+        batch,
+        steps: int,
+        weights: int,
+        bandwidth: float | None,
+        full: bool = False,
+    ) -> dict:
         """Warm up (compile), time 1 and `steps` new tokens on one batch; for `full`, also the whole evaluation."""
         from eeve_sft.inference import generation
 
@@ -181,8 +206,15 @@ class Bench:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         print(f"[{name}] batch {rows}, cache {cache_len}", flush=True)
-        record = {"variant": name, "precision": precision, "path": "fast" if fast else "plain",
-                  "batch": batch, "rows": rows, "cache_len": cache_len, "steps_timed": steps}
+        record = {
+            "variant": name,
+            "precision": precision,
+            "path": "fast" if fast else "plain",
+            "batch": batch,
+            "rows": rows,
+            "cache_len": cache_len,
+            "steps_timed": steps,
+        }
         lengths = {}
         if full:
             # The evaluation as scripts/evaluate.py runs it: every prompt, 512 tokens, compile included.
@@ -215,11 +247,15 @@ class Bench:
         return record
 
     def save(self, **extra):
-        document = {**self.meta, **extra, "variants": [{k: v for k, v in r.items() if k != "answers"}
-                                                       for r in self.results]}
+        document = {
+            **self.meta,
+            **extra,
+            "variants": [{k: v for k, v in r.items() if k != "answers"} for r in self.results],
+        }
         document.setdefault("greedy_identity", self.meta.get("greedy_identity"))
-        (self.out / f"generation_{self.args.tag}.json").write_text(json.dumps(document, indent=2) + "\n",
-                                                                  encoding="utf-8")
+        (self.out / f"generation_{self.args.tag}.json").write_text(
+            json.dumps(document, indent=2) + "\n", encoding="utf-8"
+        )
 
     def identity(self, plain: dict, fast: dict) -> dict:
         """Share of prompts whose greedy tokens agree between two variants over their common length."""
@@ -230,9 +266,13 @@ class Bench:
             diff = next((i for i in range(length) if a[i] != b[i]), None)
             first_diffs.append(diff)
         same = sum(d is None for d in first_diffs)
-        return {"between": [plain["variant"], fast["variant"]], "prompts": n,
-                "tokens_compared": min(plain["steps_timed"], fast["steps_timed"]), "identical": same,
-                "first_difference_at": sorted(d for d in first_diffs if d is not None)}
+        return {
+            "between": [plain["variant"], fast["variant"]],
+            "prompts": n,
+            "tokens_compared": min(plain["steps_timed"], fast["steps_timed"]),
+            "identical": same,
+            "first_difference_at": sorted(d for d in first_diffs if d is not None),
+        }
 
     def run(self):
         torch, args = self.torch, self.args
@@ -243,8 +283,12 @@ class Bench:
         from eeve_sft.inference.loading import load_for_inference
         from eeve_sft.template import pad_token_id, stop_token_ids
 
-        versions = {"python": platform.python_version(), "torch": torch.__version__,
-                    "transformers": transformers.__version__, "peft": peft.__version__}
+        versions = {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        }
         try:
             import bitsandbytes
 
@@ -252,11 +296,16 @@ class Bench:
         except ImportError:
             pass
         device_name = torch.cuda.get_device_name() if self.cuda else f"CPU ({platform.processor() or 'x86_64'})"
-        self.meta = {"label": args.label, "date": args.date, "device": device_name, "versions": versions,
-                     "model": "EEVE-shaped random Llama (benchmarks/synthetic.py)" + (" tiny" if args.cpu_smoke else ""),
-                     "eval": {"prompts": self.n_prompts, "new_tokens": self.new_tokens,
-                              "prompt_words": list(PROMPT_WORDS)},
-                     "nvidia_smi_before": nvidia_smi() if self.cuda else None, "targets": TARGETS}
+        self.meta = {
+            "label": args.label,
+            "date": args.date,
+            "device": device_name,
+            "versions": versions,
+            "model": "EEVE-shaped random Llama (benchmarks/synthetic.py)" + (" tiny" if args.cpu_smoke else ""),
+            "eval": {"prompts": self.n_prompts, "new_tokens": self.new_tokens, "prompt_words": list(PROMPT_WORDS)},
+            "nvidia_smi_before": nvidia_smi() if self.cuda else None,
+            "targets": TARGETS,
+        }
         bandwidth = hbm_bandwidth_gbs(torch) if self.cuda else None
         self.meta["hbm_gbs"] = bandwidth
         model_dir = Path(args.model_dir)
@@ -309,8 +358,16 @@ class Bench:
         for batch in (8, 64):
             self.variant(f"nf4 plain b{batch}", model, "nf4", False, batch, steps, weights, bandwidth)
         for batch in (8, 64, "auto"):
-            self.variant(f"nf4 fast {'b' + str(batch) if batch != 'auto' else 'auto'}", model, "nf4", True, batch,
-                         steps, weights, bandwidth)
+            self.variant(
+                f"nf4 fast {'b' + str(batch) if batch != 'auto' else 'auto'}",
+                model,
+                "nf4",
+                True,
+                batch,
+                steps,
+                weights,
+                bandwidth,
+            )
         del model
         self.torch.cuda.empty_cache()
 
@@ -332,7 +389,8 @@ class Bench:
         table = prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=70)
         (self.out / f"profile_fast_b64_{self.args.tag}.txt").write_text(
             f"torch profiler: fast path, batch {rows}, cache {cache_len}, prefill + 8 decoding steps\n\n{table}\n",
-            encoding="utf-8")
+            encoding="utf-8",
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ report
@@ -349,21 +407,29 @@ def render(document: dict) -> str:
     lines = [
         f"### {document.get('label') or 'Generation speed'}",
         "",
-        (f"- Date: {document['date']}; device: {document['device']}; measured HBM bandwidth "
-        f"{_fmt(document.get('hbm_gbs'), 0)} GB/s (device copy)"),
+        (
+            f"- Date: {document['date']}; device: {document['device']}; measured HBM bandwidth "
+            f"{_fmt(document.get('hbm_gbs'), 0)} GB/s (device copy)"
+        ),
         "- Packages: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- Model: {document['model']}; weights read per step: "
         + ", ".join(f"{k} {val:.2f} GB" for k, val in document["weights_gb"].items()),
-        (f"- Workload: {document['eval']['prompts']} prompts of {document['prompt_tokens'][0]}-"
-        f"{document['prompt_tokens'][1]} tokens, greedy, forced to {document['eval']['new_tokens']} new tokens "
-        "(random weights never stop)."),
-        ("- decode ms/step from a timed call on one batch after warm-up; tokens/s = rows / step; "
-        f"eval = {document['eval']['prompts']} x {document['eval']['new_tokens']} including compile and warm-up: "
-        "*measured* end to end, or computed as warm-up + batches x (prefill + all further steps); "
-        "limit = weights read per step / measured bandwidth."),
+        (
+            f"- Workload: {document['eval']['prompts']} prompts of {document['prompt_tokens'][0]}-"
+            f"{document['prompt_tokens'][1]} tokens, greedy, forced to {document['eval']['new_tokens']} new tokens "
+            "(random weights never stop)."
+        ),
+        (
+            "- decode ms/step from a timed call on one batch after warm-up; tokens/s = rows / step; "
+            f"eval = {document['eval']['prompts']} x {document['eval']['new_tokens']} including compile and warm-up: "
+            "*measured* end to end, or computed as warm-up + batches x (prefill + all further steps); "
+            "limit = weights read per step / measured bandwidth."
+        ),
         "",
-        (f"| variant | rows | decode ms/step | tokens/s | eval {document['eval']['prompts']}x"
-        f"{document['eval']['new_tokens']} (s) | | peak GiB | x memory-bound limit |"),
+        (
+            f"| variant | rows | decode ms/step | tokens/s | eval {document['eval']['prompts']}x"
+            f"{document['eval']['new_tokens']} (s) | | peak GiB | x memory-bound limit |"
+        ),
         "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in document["variants"]:

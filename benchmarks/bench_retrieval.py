@@ -36,9 +36,41 @@ BEGIN = "<!-- bench_retrieval: begin -->"
 END = "<!-- bench_retrieval: end -->"
 INDEX_LIMIT_S, QUERY_LIMIT_MS = 300.0, 50.0
 
-PLACES = ["입고", "도크", "출고", "도크", "냉장", "구역", "냉동", "구역", "보관", "랙", "반품", "선반", "포장대", "검수대", "분류대", "컨베이어", "피킹", "구역", "예외", "구역"]
+PLACES = [
+    "입고",
+    "도크",
+    "출고",
+    "도크",
+    "냉장",
+    "구역",
+    "냉동",
+    "구역",
+    "보관",
+    "랙",
+    "반품",
+    "선반",
+    "포장대",
+    "검수대",
+    "분류대",
+    "컨베이어",
+    "피킹",
+    "구역",
+    "예외",
+    "구역",
+]
 OBJECTS = ("팔레트", "토트", "박스", "운송장", "바코드", "로케이션", "재고", "주문", "웨이브", "단말기", "라벨", "전표")
-ROLES = ("작업자", "반장", "관리자", "검수자", "센터장", "재고 담당자", "출고 담당자", "구매팀", "품질팀", "보안 담당자")
+ROLES = (
+    "작업자",
+    "반장",
+    "관리자",
+    "검수자",
+    "센터장",
+    "재고 담당자",
+    "출고 담당자",
+    "구매팀",
+    "품질팀",
+    "보안 담당자",
+)
 ACTIONS = ("확인", "등록", "스캔", "승인", "이동", "보류", "출력", "기록", "점검", "배정", "조정", "정리")
 SENTENCES = (
     "{role}는 {place}에서 {obj}를 {action}합니다.",
@@ -58,9 +90,15 @@ def page(rng: random.Random, number: int) -> str:
 
     def sentence() -> str:
         return rng.choice(SENTENCES).format(
-            role=rng.choice(ROLES), place=rng.choice(PLACES), obj=rng.choice(OBJECTS), action=rng.choice(ACTIONS),
-            n=rng.randint(2, 9), sku=f"SKU-{rng.randint(10000, 99999)}", qty=rng.randint(10, 5000),
-            month=rng.randint(1, 12), day=rng.randint(1, 28),
+            role=rng.choice(ROLES),
+            place=rng.choice(PLACES),
+            obj=rng.choice(OBJECTS),
+            action=rng.choice(ACTIONS),
+            n=rng.randint(2, 9),
+            sku=f"SKU-{rng.randint(10000, 99999)}",
+            qty=rng.randint(10, 5000),
+            month=rng.randint(1, 12),
+            day=rng.randint(1, 28),
         )
 
     parts = [f"# {rng.choice(PLACES)} {rng.choice(OBJECTS)} 운영 지침 {number}"]
@@ -87,8 +125,13 @@ def write_pages(folder: Path, pages: int, seed: int) -> tuple[int, int]:
 
 def quality(embedding_model: str | None, work: Path) -> list[dict]:
     out = work / "wms_index"
-    build_index(REPO / "data" / "wms_docs", out, chunk_chars=DEFAULT_CHUNK_CHARS, overlap=DEFAULT_OVERLAP,
-                embedding_model=embedding_model)
+    build_index(
+        REPO / "data" / "wms_docs",
+        out,
+        chunk_chars=DEFAULT_CHUNK_CHARS,
+        overlap=DEFAULT_OVERLAP,
+        embedding_model=embedding_model,
+    )
     index = RetrievalIndex(out)
     questions = load_questions(REPO / "eval" / "wms_questions.jsonl")
     modes = ("bm25", "dense", "hybrid") if embedding_model else ("bm25",)
@@ -112,9 +155,17 @@ def speed(pages: int, queries: int, seed: int, work: Path) -> dict:
         start = time.perf_counter()
         index.search(text, 5, "bm25")
         times.append((time.perf_counter() - start) * 1000)
-    return {"pages": pages, "chars": chars, "words": words, "chunks": report.chunks, "index_s": index_s, "load_s": load_s,
-            "query_ms_mean": statistics.fmean(times), "query_ms_p95": sorted(times)[int(0.95 * len(times)) - 1],
-            "queries": queries}
+    return {
+        "pages": pages,
+        "chars": chars,
+        "words": words,
+        "chunks": report.chunks,
+        "index_s": index_s,
+        "load_s": load_s,
+        "query_ms_mean": statistics.fmean(times),
+        "query_ms_p95": sorted(times)[int(0.95 * len(times)) - 1],
+        "queries": queries,
+    }
 
 
 def package_versions(dense: bool) -> str:
@@ -140,19 +191,27 @@ def render(rows: list[dict], sp: dict, embedding_model: str | None) -> str:
         "| mode | recall@1 | recall@3 | recall@5 | MRR |",
         "| --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {r['mode']} | {r['recall@1']:.3f} | {r['recall@3']:.3f} | {r['recall@5']:.3f} | {r['mrr']:.3f} |"
-              for r in rows]
+    lines += [
+        f"| {r['mode']} | {r['recall@1']:.3f} | {r['recall@3']:.3f} | {r['recall@5']:.3f} | {r['mrr']:.3f} |"
+        for r in rows
+    ]
     lines += [
         "",
         f"BM25 misses at rank 1: {'; '.join(bm25['missed_at_1']) or 'none'}.",
         "",
-        (f"- Speed: {sp['pages']:,} synthetic pages ({sp['chars'] / 1e6:.1f} M characters, {sp['words']:,} distinct "
-        f"words) -> {sp['chunks']:,} chunks"),
-        (f"- **BM25 indexing: {sp['index_s']:.1f} s** (bar {INDEX_LIMIT_S:.0f} s: "
-        f"{'pass' if sp['index_s'] < INDEX_LIMIT_S else 'FAIL'}); loading the index: {sp['load_s']:.2f} s"),
-        (f"- **Query: {sp['query_ms_mean']:.1f} ms mean, {sp['query_ms_p95']:.1f} ms p95** over {sp['queries']} queries "
-        f"(top 5, one at a time; bar {QUERY_LIMIT_MS:.0f} ms: "
-        f"{'pass' if sp['query_ms_mean'] < QUERY_LIMIT_MS else 'FAIL'})"),
+        (
+            f"- Speed: {sp['pages']:,} synthetic pages ({sp['chars'] / 1e6:.1f} M characters, {sp['words']:,} distinct "
+            f"words) -> {sp['chunks']:,} chunks"
+        ),
+        (
+            f"- **BM25 indexing: {sp['index_s']:.1f} s** (bar {INDEX_LIMIT_S:.0f} s: "
+            f"{'pass' if sp['index_s'] < INDEX_LIMIT_S else 'FAIL'}); loading the index: {sp['load_s']:.2f} s"
+        ),
+        (
+            f"- **Query: {sp['query_ms_mean']:.1f} ms mean, {sp['query_ms_p95']:.1f} ms p95** over {sp['queries']} queries "
+            f"(top 5, one at a time; bar {QUERY_LIMIT_MS:.0f} ms: "
+            f"{'pass' if sp['query_ms_mean'] < QUERY_LIMIT_MS else 'FAIL'})"
+        ),
         END,
     ]
     return "\n".join(lines)

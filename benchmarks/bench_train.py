@@ -78,8 +78,10 @@ def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
         if name in variants:
             raise ValueError(f"{path}: variant {name} is defined twice")
         if entry.get("recipe") not in recipes or entry.get("family") not in references:
-            raise ValueError(f"{path}: variant {name}: recipe must be one of {sorted(recipes)} and family one of "
-                             f"{sorted(references)}")
+            raise ValueError(
+                f"{path}: variant {name}: recipe must be one of {sorted(recipes)} and family one of "
+                f"{sorted(references)}"
+            )
         overrides = {}
         for preset in entry.get("use", []):
             if preset not in presets:
@@ -92,9 +94,16 @@ def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
         if entry.get("runner", "bench") not in RUNNERS:
             raise ValueError(f"{path}: variant {name}: runner must be one of {', '.join(RUNNERS)}")
         variants[name] = Variant(
-            name=name, family=entry["family"], label=entry["label"], recipe=recipes[entry["recipe"]],
-            overrides=overrides, steps=entry.get("steps", 10), warmup=entry.get("warmup", 3), hooks=hooks,
-            env={k: str(v) for k, v in (entry.get("env") or {}).items()}, needs=tuple(entry.get("needs") or ()),
+            name=name,
+            family=entry["family"],
+            label=entry["label"],
+            recipe=recipes[entry["recipe"]],
+            overrides=overrides,
+            steps=entry.get("steps", 10),
+            warmup=entry.get("warmup", 3),
+            hooks=hooks,
+            env={k: str(v) for k, v in (entry.get("env") or {}).items()},
+            needs=tuple(entry.get("needs") or ()),
             runner=entry.get("runner", "bench"),
         )
     for family, names in references.items():
@@ -123,9 +132,20 @@ def bench_keys(variant: Variant, model: str, data: str, out_dir: Path, cpu_smoke
         **variant.overrides,
     }
     if cpu_smoke:  # the benchmark's own logic on a tiny model, no GPU
-        keys.update(dtype="float32", bf16=False, use_cpu=True, load_in_4bit=False, use_bnb_nested_quant=False,
-                    optim="adamw_torch", dataset_num_proc=None, use_liger_kernel=False, max_length=256, max_steps=3,
-                    attn_implementation="sdpa", pad_to_multiple_of=None)  # flex attention has no CPU backward
+        keys.update(
+            dtype="float32",
+            bf16=False,
+            use_cpu=True,
+            load_in_4bit=False,
+            use_bnb_nested_quant=False,
+            optim="adamw_torch",
+            dataset_num_proc=None,
+            use_liger_kernel=False,
+            max_length=256,
+            max_steps=3,
+            attn_implementation="sdpa",
+            pad_to_multiple_of=None,
+        )  # flex attention has no CPU backward
     return keys
 
 
@@ -197,7 +217,7 @@ def fixed_batch_check(trainer, examples: list[dict]) -> dict:
             result["leak_control_loss"] = leak_loss
             result["leak_control_mean_abs_logprob_diff"] = float((leak_lp - log_probs).abs().mean())
     finally:
-        for m, p in zip(dropouts, saved):
+        for m, p in zip(dropouts, saved, strict=True):
             m.p = p
     return result
 
@@ -277,8 +297,14 @@ def worker(args) -> None:
     trainer = build_trainer(recipe, tokenizer, data, [timer], trainer_class=BenchTrainer, skip_lora_input_casts=False)
     hook_report = apply_hooks(trainer.model, variant.hooks, training.bf16)
     if args.check_only:  # the fixed-batch check alone, no training (bench_train.py check)
-        result = {"name": variant.name, "status": "check_only", "family": variant.family, "label": variant.label,
-                  "check": fixed_batch_check(trainer, check_examples), "hooks_report": hook_report}
+        result = {
+            "name": variant.name,
+            "status": "check_only",
+            "family": variant.family,
+            "label": variant.label,
+            "check": fixed_batch_check(trainer, check_examples),
+            "hooks_report": hook_report,
+        }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
         return
@@ -324,8 +350,11 @@ def worker(args) -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"RESULT {variant.name}: {tok_s:.0f} tok/s, {result['s_per_step']:.2f} s/step, "
-          f"peak {result['peak_allocated_gib'] or 0:.2f} GiB", flush=True)
+    print(
+        f"RESULT {variant.name}: {tok_s:.0f} tok/s, {result['s_per_step']:.2f} s/step, "
+        f"peak {result['peak_allocated_gib'] or 0:.2f} GiB",
+        flush=True,
+    )
 
 
 def environment() -> dict:
@@ -353,8 +382,12 @@ def environment() -> dict:
 def device_slug(name: str | None = None) -> str:
     """Short device name for a results folder: 'h200' for 'NVIDIA H200', 'h100' for 'NVIDIA H100 80GB HBM3'."""
     if name is None and shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "-i", "0", "--query-gpu=name", "--format=csv,noheader"],
-                             check=False, capture_output=True, text=True)
+        out = subprocess.run(
+            ["nvidia-smi", "-i", "0", "--query-gpu=name", "--format=csv,noheader"],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         name = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     if not name:
         return "cpu"
@@ -390,8 +423,9 @@ def run(args) -> None:
         cmd = [py, str(REPO / "benchmarks/synthetic.py"), "model", str(model)] + (["--tiny"] if args.cpu_smoke else [])
         subprocess.run(cmd, check=True)
     if not (data / "train.jsonl").is_file():
-        subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)],
-                       check=True)
+        subprocess.run(
+            [py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)], check=True
+        )
     invocation = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     print(f"results: {folder}", flush=True)
     for _ in range(args.repeat):  # rounds: each variant once per round, so repeats interleave
@@ -415,9 +449,23 @@ def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -
         print(f"== {variant.name}: skipped, needs {', '.join(missing)}", flush=True)
         return
     script = "bench_external.py" if external else "bench_train.py"
-    cmd = [sys.executable, str(REPO / "benchmarks" / script)] + ([] if external else ["worker"]) + [
-        "--variant", variant.name, "--work", str(work), "--model", args.model, "--data", args.data, "--out", str(out),
-    ] + (["--cpu-smoke"] if args.cpu_smoke and not external else [])
+    cmd = (
+        [sys.executable, str(REPO / "benchmarks" / script)]
+        + ([] if external else ["worker"])
+        + [
+            "--variant",
+            variant.name,
+            "--work",
+            str(work),
+            "--model",
+            args.model,
+            "--data",
+            args.data,
+            "--out",
+            str(out),
+        ]
+        + (["--cpu-smoke"] if args.cpu_smoke and not external else [])
+    )
     env = dict(os.environ)
     if external and args.external_site:  # the external trainer's own package set, first on the path
         env["PYTHONPATH"] = os.pathsep.join([args.external_site, str(REPO / "src"), env.get("PYTHONPATH", "")])
@@ -432,26 +480,51 @@ def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -
             code = "timeout"
     if out.is_file():
         result = json.loads(out.read_text())
-        result.update(repeat=repeat, invocation=invocation,
-                      gpu_clocks=clocks.record(tuple(result.get("timed_window_unix") or ()) or None))
+        result.update(
+            repeat=repeat,
+            invocation=invocation,
+            gpu_clocks=clocks.record(tuple(result.get("timed_window_unix") or ()) or None),
+        )
         out.write_text(json.dumps(result, indent=1))
     else:
         tail = log.read_text(errors="replace").strip().splitlines()[-12:]
         oom = any("OutOfMemoryError" in line or "CUDA out of memory" in line for line in tail)
-        write_failure(out, variant, repeat, invocation,
-                      "out of GPU memory" if oom else f"exit {code}: " + " | ".join(tail[-3:]), clocks.record())
+        write_failure(
+            out,
+            variant,
+            repeat,
+            invocation,
+            "out of GPU memory" if oom else f"exit {code}: " + " | ".join(tail[-3:]),
+            clocks.record(),
+        )
         print("\n".join(tail), flush=True)
     print(f"   {variant.name} done in {time.time() - started:.0f}s (exit {code})", flush=True)
 
 
 def write_failure(out: Path, variant: Variant, repeat: int, invocation: str, error: str, clocks=None) -> None:
-    result = {"name": variant.name, "status": "failed", "error": error[:500], "family": variant.family,
-              "label": variant.label, "repeat": repeat, "invocation": invocation, "gpu_clocks": clocks}
+    result = {
+        "name": variant.name,
+        "status": "failed",
+        "error": error[:500],
+        "family": variant.family,
+        "label": variant.label,
+        "repeat": repeat,
+        "invocation": invocation,
+        "gpu_clocks": clocks,
+    }
     out.write_text(json.dumps(result, indent=1))
 
 
-SCORING_KEYS = ("packing", "packing_strategy", "padding_free", "pad_to_multiple_of", "attn_implementation",
-                "use_liger_kernel", "dtype", "load_in_4bit")
+SCORING_KEYS = (
+    "packing",
+    "packing_strategy",
+    "padding_free",
+    "pad_to_multiple_of",
+    "attn_implementation",
+    "use_liger_kernel",
+    "dtype",
+    "load_in_4bit",
+)
 
 
 def scoring_paths(cpu_smoke: bool) -> dict:
@@ -504,13 +577,28 @@ def check(args) -> int:
         cmd = [py, str(REPO / "benchmarks/synthetic.py"), "model", str(model)] + (["--tiny"] if args.cpu_smoke else [])
         subprocess.run(cmd, check=True)
     if not (data / "train.jsonl").is_file():
-        subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)],
-                       check=True)
+        subprocess.run(
+            [py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)], check=True
+        )
     results = {}
     for name in dict.fromkeys(refs + names):
         out = work / "checks" / f"{name}.json"
-        cmd = [py, str(Path(__file__).resolve()), "worker", "--check-only", "--variant", name, "--work", str(work),
-               "--model", str(model), "--data", str(data), "--out", str(out)]
+        cmd = [
+            py,
+            str(Path(__file__).resolve()),
+            "worker",
+            "--check-only",
+            "--variant",
+            name,
+            "--work",
+            str(work),
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ]
         cmd += ["--cpu-smoke"] if args.cpu_smoke else []
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if proc.returncode != 0 or not out.is_file():
@@ -519,7 +607,7 @@ def check(args) -> int:
             continue
         results[name] = json.loads(out.read_text())
     failed = 0
-    for name, ref_name in zip(names, refs):
+    for name, ref_name in zip(names, refs, strict=True):
         mine, ref = results.get(name), results.get(ref_name)
         c = compare(mine, ref) if mine and ref and name != ref_name else None
         if name == ref_name:
@@ -528,8 +616,12 @@ def check(args) -> int:
             continue
         ok = c is not None and c["pass"]
         failed += not ok
-        detail = (f"Δloss {c['rel_loss_diff']:.1e} rel, mean |Δ log-prob| {c['mean_abs_logprob_diff']:.4f}, "
-                  f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens" if c else "no result")
+        detail = (
+            f"Δloss {c['rel_loss_diff']:.1e} rel, mean |Δ log-prob| {c['mean_abs_logprob_diff']:.4f}, "
+            f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens"
+            if c
+            else "no result"
+        )
         print(f"{name}: {'PASS' if ok else 'FAIL'} vs {ref_name} ({detail})", flush=True)
     return 1 if failed else 0
 
@@ -558,10 +650,13 @@ def compare(result: dict, reference: dict | None) -> dict | None:
     mine, ref = result.get("check"), (reference or {}).get("check")
     if not mine or not ref:
         return None
-    same_labels = (mine["label_count"] == ref["label_count"] and mine["label_checksum"] == ref["label_checksum"]
-                   and mine["trained_tokens"] == ref["trained_tokens"])
+    same_labels = (
+        mine["label_count"] == ref["label_count"]
+        and mine["label_checksum"] == ref["label_checksum"]
+        and mine["trained_tokens"] == ref["trained_tokens"]
+    )
     rel = abs(mine["loss"] - ref["loss"]) / abs(ref["loss"])
-    diffs = [abs(a - b) for a, b in zip(mine["log_probs"], ref["log_probs"])] if same_labels else []
+    diffs = [abs(a - b) for a, b in zip(mine["log_probs"], ref["log_probs"], strict=True)] if same_labels else []
     out = {
         "pass": same_labels and rel <= LOSS_RTOL,
         "loss": mine["loss"],
@@ -577,7 +672,9 @@ def compare(result: dict, reference: dict | None) -> dict | None:
         out["leak_mean_abs_logprob_diff"] = mine["leak_control_mean_abs_logprob_diff"]
         # Per-token agreement must also stay well inside what a mask error would do.
         if diffs and out["leak_mean_abs_logprob_diff"] > 0:
-            out["pass"] = out["pass"] and out["mean_abs_logprob_diff"] <= LEAK_FRACTION * out["leak_mean_abs_logprob_diff"]
+            out["pass"] = (
+                out["pass"] and out["mean_abs_logprob_diff"] <= LEAK_FRACTION * out["leak_mean_abs_logprob_diff"]
+            )
     return out
 
 
@@ -612,15 +709,16 @@ def _row_name(r: dict) -> str:
 
 def _clocks(r: dict) -> tuple[str, str]:
     timed = (r.get("gpu_clocks") or {}).get("timed_steps") or {}
-    sm = (f"{timed['sm_mhz_median']:.0f} ({timed['sm_mhz_min']:.0f})" if timed.get("sm_mhz_median") is not None
-          else "–")
+    sm = f"{timed['sm_mhz_median']:.0f} ({timed['sm_mhz_min']:.0f})" if timed.get("sm_mhz_median") is not None else "–"
     return sm, _f(timed.get("power_w_mean"), ".0f")
 
 
 def report_table(results: dict) -> str:
     lines = [
-        ("| variant | setup | tokens/s (non-pad) | trained tokens/s | s/step | tokens/step | peak alloc GiB "
-         "| peak reserved GiB | 100K×2 epochs (h) | SM MHz median (min) | power W | check |"),
+        (
+            "| variant | setup | tokens/s (non-pad) | trained tokens/s | s/step | tokens/step | peak alloc GiB "
+            "| peak reserved GiB | 100K×2 epochs (h) | SM MHz median (min) | power W | check |"
+        ),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for runs in results.values():
@@ -634,8 +732,10 @@ def report_table(results: dict) -> str:
                 check = "–"
             else:
                 ref_name, c = checked
-                check = (f"{'PASS' if c['pass'] else 'FAIL'} vs `{ref_name}` (Δloss {c['rel_loss_diff']:.1e} rel, "
-                         f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens)")
+                check = (
+                    f"{'PASS' if c['pass'] else 'FAIL'} vs `{ref_name}` (Δloss {c['rel_loss_diff']:.1e} rel, "
+                    f"{c['trained_tokens']}/{c['ref_trained_tokens']} tokens)"
+                )
             sm, power = _clocks(r)
             lines.append(
                 f"| {_row_name(r)} | {r['label']} | {r['tokens_per_s']:,.0f} | {r['label_tokens_per_s']:,.0f} "
@@ -647,8 +747,10 @@ def report_table(results: dict) -> str:
 
 def check_table(results: dict) -> str:
     lines = [
-        ("| variant | reference | loss | reference loss | rel. diff | trained tokens (variant / reference) "
-         "| mean abs Δ log-prob | max abs Δ log-prob | leak control: rel. loss diff / mean abs Δ log-prob | result |"),
+        (
+            "| variant | reference | loss | reference loss | rel. diff | trained tokens (variant / reference) "
+            "| mean abs Δ log-prob | max abs Δ log-prob | leak control: rel. loss diff / mean abs Δ log-prob | result |"
+        ),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for runs in results.values():
@@ -657,8 +759,11 @@ def check_table(results: dict) -> str:
             if checked is None:
                 continue
             ref_name, c = checked
-            leak = (f"{c['leak_rel_loss_diff']:.1e} / {c['leak_mean_abs_logprob_diff']:.3f}"
-                    if "leak_rel_loss_diff" in c else "–")
+            leak = (
+                f"{c['leak_rel_loss_diff']:.1e} / {c['leak_mean_abs_logprob_diff']:.3f}"
+                if "leak_rel_loss_diff" in c
+                else "–"
+            )
             lines.append(
                 f"| {_row_name(r)} | `{ref_name}` | {c['loss']:.4f} | {c['ref_loss']:.4f} | {c['rel_loss_diff']:.1e} "
                 f"| {c['trained_tokens']} / {c['ref_trained_tokens']} | {_f(c['mean_abs_logprob_diff'], '.4f')} "
@@ -684,8 +789,13 @@ def folder_block(folder: str, results: dict) -> str:
         "",
         f"- Device: 1× {env.get('device', '?')} ({env.get('device_memory_gib', '?')} GiB), CUDA {env.get('cuda', '?')}",
         f"- Versions: Python {env.get('python', '?')}, {versions}",
-        "- GPU clocks: " + ("SM clock and board power sampled every 0.5 s by `nvidia-smi` over each row's timed steps "
-                            "(readings before and after in the result files)." if clocks else "not recorded."),
+        "- GPU clocks: "
+        + (
+            "SM clock and board power sampled every 0.5 s by `nvidia-smi` over each row's timed steps "
+            "(readings before and after in the result files)."
+            if clocks
+            else "not recorded."
+        ),
         "",
         report_table(results),
         "",
@@ -698,30 +808,48 @@ def generated_block(all_results: dict) -> str:
     """The part of RESULTS.md that `report --write` rewrites: the shared method, then one block per folder."""
     first = next((r for f in all_results.values() for runs in f.values() for r in runs if r.get("status") == "ok"), {})
     mean, trained = first.get("data_mean_tokens"), first.get("data_mean_trained_tokens")
-    checked = next((r["check"]["trained_tokens"] for f in all_results.values() for runs in f.values() for r in runs
-                    if r.get("check")), "?")
+    checked = next(
+        (
+            r["check"]["trained_tokens"]
+            for f in all_results.values()
+            for runs in f.values()
+            for r in runs
+            if r.get("check")
+        ),
+        "?",
+    )
     parts = [
         BEGIN,
-        ("- Model: random bf16 weights with EEVE-Korean-Instruct-10.8B's shapes (48 layers, hidden 4096, MLP 14336, "
-        "32/8 heads, vocab 40960, untied embeddings), loaded through `from_pretrained` as `scripts/sft.py` does "
-        "(QLoRA: NF4, double quantization, bf16 compute); LoRA r 64, α 128, dropout 0.05 on the 7 projections "
-        "unless a row says otherwise."),
-        (f"- Data: 3,000 synthetic single-turn conversations; templated length log-normal (median 350 tokens, σ 0.7, "
-        f"clipped to [32, 2048]), mean {mean:.0f} tokens of which {trained:.0f} trained (assistant answer + eos), "
-         "max_length 2048.") if mean else "- Data: synthetic conversations",
-        ("- Method: each variant (`benchmarks/train_variants.yaml`) is a recipe plus overrides, trained by TRL's "
-        "`SFTTrainer` in its own process for a fixed number of optimizer steps; the first 2 (padded) or 3 (packed) "
-        "steps are warm-up and not timed; the GPU is synchronized at every step end. Tokens are counted from the "
-        "batches: non-padding tokens and next-token targets (labels ≠ -100). Peak memory is "
-        "`torch.cuda.max_memory_allocated/reserved` over the training loop. The 100K×2-epoch column is 200,000 "
-        "conversations × the mean length above ÷ tokens/s. `run N` rows are repeats of the same variant on the same "
-        "date and device."),
-        (f"- Check: before its first step every variant scores the same {CHECK_EXAMPLES} conversations ({checked} "
-        "trained tokens) through its own collator, attention and kernels, dropout off, and is compared with its "
-        "family's reference in the same folder (the padded original where it was run, else the shipped recipe); it "
-        f"passes when its trained tokens and labels equal the reference's, its loss is within {LOSS_RTOL:g} "
-        f"(relative) and its mean per-token log-prob difference is under {LEAK_FRACTION:g}× that of a leak control "
-        "(the same packed batch with documents allowed to attend to each other)."),
+        (
+            "- Model: random bf16 weights with EEVE-Korean-Instruct-10.8B's shapes (48 layers, hidden 4096, MLP 14336, "
+            "32/8 heads, vocab 40960, untied embeddings), loaded through `from_pretrained` as `scripts/sft.py` does "
+            "(QLoRA: NF4, double quantization, bf16 compute); LoRA r 64, α 128, dropout 0.05 on the 7 projections "
+            "unless a row says otherwise."
+        ),
+        (
+            f"- Data: 3,000 synthetic single-turn conversations; templated length log-normal (median 350 tokens, σ 0.7, "
+            f"clipped to [32, 2048]), mean {mean:.0f} tokens of which {trained:.0f} trained (assistant answer + eos), "
+            "max_length 2048."
+        )
+        if mean
+        else "- Data: synthetic conversations",
+        (
+            "- Method: each variant (`benchmarks/train_variants.yaml`) is a recipe plus overrides, trained by TRL's "
+            "`SFTTrainer` in its own process for a fixed number of optimizer steps; the first 2 (padded) or 3 (packed) "
+            "steps are warm-up and not timed; the GPU is synchronized at every step end. Tokens are counted from the "
+            "batches: non-padding tokens and next-token targets (labels ≠ -100). Peak memory is "
+            "`torch.cuda.max_memory_allocated/reserved` over the training loop. The 100K×2-epoch column is 200,000 "
+            "conversations × the mean length above ÷ tokens/s. `run N` rows are repeats of the same variant on the same "
+            "date and device."
+        ),
+        (
+            f"- Check: before its first step every variant scores the same {CHECK_EXAMPLES} conversations ({checked} "
+            "trained tokens) through its own collator, attention and kernels, dropout off, and is compared with its "
+            "family's reference in the same folder (the padded original where it was run, else the shipped recipe); it "
+            f"passes when its trained tokens and labels equal the reference's, its loss is within {LOSS_RTOL:g} "
+            f"(relative) and its mean per-token log-prob difference is under {LEAK_FRACTION:g}× that of a leak control "
+            "(the same packed batch with documents allowed to attend to each other)."
+        ),
     ]
     for folder, results in all_results.items():
         parts += ["", folder_block(folder, results)]
@@ -763,15 +891,19 @@ def main() -> None:
     r.add_argument("--repeat", type=int, default=1, help="rounds over the variants (each variant N times, interleaved)")
     r.add_argument("--timeout", type=int, default=480, help="seconds per variant")
     r.add_argument("--external-site", default="", help="package folder for external-trainer variants (Unsloth)")
-    r.add_argument("--date", default=datetime.datetime.now(datetime.UTC).date().isoformat(),
-                   help="date of the results folder (default: today, UTC)")
+    r.add_argument(
+        "--date",
+        default=datetime.datetime.now(datetime.UTC).date().isoformat(),
+        help="date of the results folder (default: today, UTC)",
+    )
     w = sub.add_parser("worker", parents=[common], help="(internal) one variant")
     w.add_argument("--variant", required=True, choices=sorted(VARIANTS))
     w.add_argument("--out", required=True, help="result file to write")
     w.add_argument("--no-check", action="store_true")
     w.add_argument("--check-only", action="store_true", help="score the fixed batch and stop")
-    c = sub.add_parser("check", parents=[common],
-                       help="the fixed-batch check alone for each distinct scoring path among the variants")
+    c = sub.add_parser(
+        "check", parents=[common], help="the fixed-batch check alone for each distinct scoring path among the variants"
+    )
     c.add_argument("--variants", default="", help="comma-separated names (default: one per distinct scoring path)")
     p = sub.add_parser("report", parents=[results], help="tables from every results folder")
     p.add_argument("--write", help="update this RESULTS.md (only this benchmark's section)")

@@ -20,26 +20,33 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 def _mm_config(config: Float8LinearConfig) -> LinearMMConfig:
     """The three GEMM configurations torchao's Float8Linear derives from its config, derived the same way."""
+
     def one(gemm):
         return ScaledMMConfig(config.emulate, gemm.use_fast_accum, False, config.pad_inner_dim)
 
-    return LinearMMConfig(one(config.gemm_config_output), one(config.gemm_config_grad_input),
-                          one(config.gemm_config_grad_weight))
+    return LinearMMConfig(
+        one(config.gemm_config_output), one(config.gemm_config_grad_input), one(config.gemm_config_grad_weight)
+    )
 
 
 class _FrozenWeightFloat8Matmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight_t_fp8, mm_config, grad_dtype):
         ctx.weight_t_fp8, ctx.mm_config, ctx.grad_dtype = weight_t_fp8, mm_config, grad_dtype
-        x2 = hp_tensor_to_float8_dynamic(x.reshape(-1, x.shape[-1]), e4m3_dtype, mm_config,
-                                         gemm_input_role=GemmInputRole.INPUT)
+        x2 = hp_tensor_to_float8_dynamic(
+            x.reshape(-1, x.shape[-1]), e4m3_dtype, mm_config, gemm_input_role=GemmInputRole.INPUT
+        )
         out = torch.mm(x2, weight_t_fp8)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out):
-        g2 = hp_tensor_to_float8_dynamic(grad_out.reshape(-1, grad_out.shape[-1]), ctx.grad_dtype, ctx.mm_config,
-                                         gemm_input_role=GemmInputRole.GRAD_OUTPUT)
+        g2 = hp_tensor_to_float8_dynamic(
+            grad_out.reshape(-1, grad_out.shape[-1]),
+            ctx.grad_dtype,
+            ctx.mm_config,
+            gemm_input_role=GemmInputRole.GRAD_OUTPUT,
+        )
         grad_in = torch.mm(g2, ctx.weight_t_fp8.t())
         return grad_in.reshape(*grad_out.shape[:-1], grad_in.shape[-1]), None, None, None
 
@@ -59,8 +66,9 @@ class FrozenFloat8Linear(torch.nn.Linear):
         version = (self.weight.data_ptr(), self.weight._version)
         if self._cache is None or self._cache[0] != version:
             with torch.no_grad():
-                cast = hp_tensor_to_float8_dynamic(self.weight.t(), e4m3_dtype, self.mm_config,
-                                                   gemm_input_role=GemmInputRole.WEIGHT)
+                cast = hp_tensor_to_float8_dynamic(
+                    self.weight.t(), e4m3_dtype, self.mm_config, gemm_input_role=GemmInputRole.WEIGHT
+                )
             self._cache = (version, cast)
         return self._cache[1]
 
@@ -75,8 +83,13 @@ class FrozenFloat8Linear(torch.nn.Linear):
 
 def applies_to(module: torch.nn.Module) -> bool:
     """FP8 GEMMs need both dimensions divisible by 16, a frozen weight and no bias; anything else stays as it is."""
-    return (type(module) is torch.nn.Linear and module.bias is None and not module.weight.requires_grad
-            and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+    return (
+        type(module) is torch.nn.Linear
+        and module.bias is None
+        and not module.weight.requires_grad
+        and module.in_features % 16 == 0
+        and module.out_features % 16 == 0
+    )
 
 
 def convert_lora_base_layers(model: torch.nn.Module, config: Float8LinearConfig | None = None) -> int:
@@ -105,5 +118,8 @@ def self_check(layer: FrozenFloat8Linear, tokens: int = 2048, seed: int = 0) -> 
     def rel(a, b):
         return float((a.float() - b.float()).norm() / b.float().norm())
 
-    return {"output_rel_err": rel(out, ref), "grad_input_rel_err": rel(x_fp8.grad, x_ref.grad),
-            "weight_grad": weight.grad is not None}
+    return {
+        "output_rel_err": rel(out, ref),
+        "grad_input_rel_err": rel(x_fp8.grad, x_ref.grad),
+        "weight_grad": weight.grad is not None,
+    }

@@ -14,14 +14,22 @@ import subprocess
 import threading
 import time
 
-FIELDS = ("clocks.sm", "clocks.mem", "clocks.max.sm", "power.draw", "power.limit", "temperature.gpu",
-          "utilization.gpu", "clocks_event_reasons.active")
+FIELDS = (
+    "clocks.sm",
+    "clocks.mem",
+    "clocks.max.sm",
+    "power.draw",
+    "power.limit",
+    "temperature.gpu",
+    "utilization.gpu",
+    "clocks_event_reasons.active",
+)
 NAMES = ("sm_mhz", "mem_mhz", "max_sm_mhz", "power_w", "power_limit_w", "temp_c", "util_pct", "event_reasons")
 
 
 def _parse(line: str) -> dict:
     values = {}
-    for name, raw in zip(NAMES, (x.strip() for x in line.split(","))):
+    for name, raw in zip(NAMES, (x.strip() for x in line.split(",")), strict=False):
         if name == "event_reasons":
             values[name] = raw if raw.startswith("0x") else None
             continue
@@ -99,8 +107,9 @@ class Sampler:
     def __enter__(self):
         self.before = query()
         if self.before is not None:
-            self._proc = subprocess.Popen(_command(_fields(), self.interval_ms), stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, text=True)
+            self._proc = subprocess.Popen(
+                _command(_fields(), self.interval_ms), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
             self._thread = threading.Thread(target=self._read, daemon=True)
             self._thread.start()
         return self
@@ -122,5 +131,10 @@ class Sampler:
         """What a result file keeps: before, after, and summaries over the timed window and the whole block."""
         if self.before is None:
             return None
-        return {"interval_ms": self.interval_ms, "before": self.before, "after": self.after,
-                "timed_steps": summarize(self.samples, window), "whole_run": summarize(self.samples)}
+        return {
+            "interval_ms": self.interval_ms,
+            "before": self.before,
+            "after": self.after,
+            "timed_steps": summarize(self.samples, window),
+            "whole_run": summarize(self.samples),
+        }

@@ -21,8 +21,13 @@ BEGIN, END = "<!-- scaling_model: begin -->", "<!-- scaling_model: end -->"
 # EEVE-Korean-Instruct-10.8B (Llama): 48 layers, hidden 4096, MLP 14336, 8 KV heads of 128, vocab 40960, untied.
 LAYERS, HIDDEN, MLP, KV, VOCAB = 48, 4096, 14336, 8 * 128, 40960
 PROJECTIONS = {  # (in, out) of each LoRA target
-    "q_proj": (HIDDEN, HIDDEN), "k_proj": (HIDDEN, KV), "v_proj": (HIDDEN, KV), "o_proj": (HIDDEN, HIDDEN),
-    "gate_proj": (HIDDEN, MLP), "up_proj": (HIDDEN, MLP), "down_proj": (MLP, HIDDEN),
+    "q_proj": (HIDDEN, HIDDEN),
+    "k_proj": (HIDDEN, KV),
+    "v_proj": (HIDDEN, KV),
+    "o_proj": (HIDDEN, HIDDEN),
+    "gate_proj": (HIDDEN, MLP),
+    "up_proj": (HIDDEN, MLP),
+    "down_proj": (MLP, HIDDEN),
 }
 LORA_R = 64
 LORA_PARAMS = LAYERS * sum(LORA_R * (i + o) for i, o in PROJECTIONS.values())
@@ -121,8 +126,9 @@ def comm_seconds_per_step(setup: Setup, gpus: int, network: Network) -> float:
     # reduce-scatters the LoRA gradients.
     gathers = 3 if setup.checkpointing else 2
     calls = max(LAYERS, -(-setup.gathered_bytes // ZERO3_PREFETCH_BYTES))
-    per_micro = (gathers * ring("all-gather", setup.gathered_bytes, calls, gpus, network)
-                 + ring("reduce-scatter", grads, -(-grads // ZERO_BUCKET_BYTES), gpus, network))
+    per_micro = gathers * ring("all-gather", setup.gathered_bytes, calls, gpus, network) + ring(
+        "reduce-scatter", grads, -(-grads // ZERO_BUCKET_BYTES), gpus, network
+    )
     return setup.micro_steps * per_micro
 
 
@@ -143,8 +149,13 @@ def model_row(setup: Setup, gpus: int, network: Network) -> dict:
     comm = comm_seconds_per_step(setup, gpus, network)
     step = compute + max(0.0, comm - overlap_window(setup) * compute)
     tokens_per_s = gpus * setup.tokens_per_micro_step * setup.micro_steps / step
-    return {"compute_s": compute, "comm_s": comm, "step_s": step, "tokens_per_s": tokens_per_s,
-            "hours": RUN_TOKENS / tokens_per_s / 3600}
+    return {
+        "compute_s": compute,
+        "comm_s": comm,
+        "step_s": step,
+        "tokens_per_s": tokens_per_s,
+        "hours": RUN_TOKENS / tokens_per_s / 3600,
+    }
 
 
 def dominates(setup: Setup, gpus: int, network: Network) -> bool:
@@ -187,8 +198,10 @@ def fmt_hours(hours: float) -> str:
 
 def tables() -> str:
     names = [n.name for n in NETWORKS]
-    lines = ["| setup | GPUs | " + " | ".join(f"{n}: tokens/s · wall time · comm/compute" for n in names) + " |",
-             "|---|---:|" + "---|" * len(NETWORKS)]
+    lines = [
+        "| setup | GPUs | " + " | ".join(f"{n}: tokens/s · wall time · comm/compute" for n in names) + " |",
+        "|---|---:|" + "---|" * len(NETWORKS),
+    ]
     for setup in SETUPS:
         for gpus in GPU_COUNTS:
             cells = []
@@ -197,20 +210,28 @@ def tables() -> str:
                     cells.append("(one node: NVLink)")
                     continue
                 row = model_row(setup, gpus, network)
-                cells.append(f"{row['tokens_per_s']:,.0f} · {fmt_hours(row['hours'])} · "
-                             f"{row['comm_s'] / row['compute_s']:.2f}")
+                cells.append(
+                    f"{row['tokens_per_s']:,.0f} · {fmt_hours(row['hours'])} · {row['comm_s'] / row['compute_s']:.2f}"
+                )
             lines.append(f"| {setup.name} | {gpus} | " + " | ".join(cells) + " |")
-    lines += ["", "| setup, 64 GPUs | sent per GPU per step | dominates below this network speed per node | "
-              + " | ".join(f"{n}: dominates below this many tokens per GPU per step" for n in names) + " |",
-              "|---|---:|---:|" + "---:|" * len(NETWORKS)]
+    lines += [
+        "",
+        "| setup, 64 GPUs | sent per GPU per step | dominates below this network speed per node | "
+        + " | ".join(f"{n}: dominates below this many tokens per GPU per step" for n in names)
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(NETWORKS),
+    ]
     for setup in SETUPS:
         sent = comm_bytes_per_gpu(setup, 64)
         cells = []
         for network in NETWORKS:
             batch = smallest_hidden_batch(setup, 64, network)
             cells.append(f"{batch:,}" if batch else "already at the measured batch")
-        lines.append(f"| {setup.name} | {sent / 1e9:.1f} GB | {slowest_hidden_network(setup, 64):,.0f} Gb/s | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {setup.name} | {sent / 1e9:.1f} GB | {slowest_hidden_network(setup, 64):,.0f} Gb/s | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -221,59 +242,61 @@ def comm_bytes_per_gpu(setup: Setup, gpus: int) -> float:
 
 def section() -> str:
     grads_fp32, grads_bf16 = LORA_PARAMS * 4 / 1e9, LORA_PARAMS * 2 / 1e9
-    return "\n".join([
-        BEGIN,
-        "## Several GPUs and machines: a scaling model (`benchmarks/scaling_model.py`)",
-        "",
-        "**A model, not a measurement**: no run on more than one GPU has been made. Date: 2026-12-01. Inputs:",
-        "",
-        "- Per-GPU speed from the one-H100 measurements above: QLoRA default 5,250 tokens/s (measured 5,015–5,492),",
-        "  bf16 fast 8,000 (7,495–8,443), both 8,161 non-padding tokens per optimizer step per GPU (the bf16 recipe",
-        "  in 2 micro-batches). ZeRO-3 adds a fixed 3.2 s per micro-step: its one-GPU step took 4.9 s against 1.7 s",
-        "  without it (RESULTS.md, DeepSpeed on one GPU), an overhead that more GPUs do not remove.",
-        f"- Bytes per step: LoRA r 64 on 7 projections × 48 layers = {LORA_PARAMS:,} trainable parameters;",
-        f"  {grads_fp32:.2f} GB of fp32 gradients without DeepSpeed (PEFT keeps the adapter in fp32),",
-        f"  {grads_bf16:.2f} GB in bf16 under DeepSpeed. DDP all-reduces them once per optimizer step; ZeRO-2",
-        "  reduce-scatters them every micro-step and all-gathers the updated bf16 adapter once per step; ZeRO-3",
-        f"  also gathers every parameter of the model for each forward and backward: {QLORA_4BIT_BYTES / 1e9:.1f} GB",
-        f"  for QLoRA with bf16 quant storage, {BF16_BYTES / 1e9:.1f} GB in bf16, three times per micro-step when",
-        "  the backward recomputes the forward (activation checkpointing), twice without.",
-        "- Ring collectives: an all-reduce moves 2(N−1)/N of the data through each GPU, reduce-scatter and",
-        f"  all-gather (N−1)/N each, at {EFFICIENCY:.0%} of link speed, plus a fixed latency per collective",
-        "  (30 µs NVLink, 100 µs InfiniBand, 200 µs Ethernet; DDP's 25 MB buckets, one ZeRO-3 gather per module).",
-        "  Within a node each GPU has 450 GB/s of NVLink 4; across nodes NCCL runs one ring per NIC, so a GPU",
-        "  moves min(NVLink, NICs × NIC speed): 8 × 400 Gb/s InfiniBand per node (one NIC per GPU, as on",
-        "  HGX H100 systems), 1 × 400 Gb/s, or 1 × 100 Gb/s Ethernet. 8 GPUs per node.",
-        "- Overlap: gradient reduction hides behind the backward pass (2/3 of a step's compute, 3/4 with",
-        "  recomputation), ZeRO-3's prefetched gathers behind the whole step; only the rest adds to the step.",
-        "- Wall time: 100K conversations × 2 epochs × 448 tokens (the benchmark data's mean) = 89.6M tokens of",
-        "  training, without model loading, evaluation and checkpoints (a DeepSpeed checkpoint took ~30 s on one",
-        "  GPU). comm/compute is the step's collective time over its compute time.",
-        "",
-        tables(),
-        "",
-        "Reading it:",
-        "",
-        "- DDP and ZeRO-2 send little: LoRA gradients are 0.5–1 GB a step against 1–1.6 s of compute, so",
-        "  communication stays at 1–5% of the compute within a node and over 8 × 400 Gb/s InfiniBand, up to 10%",
-        "  over one 400 Gb/s NIC and 14–29% over 100 Gb/s Ethernet, all of it hidden behind the backward pass:",
-        "  in the model both scale linearly to 64 GPUs (the QLoRA default from 4.7 h on one GPU to about 4",
-        "  minutes of training steps on 64; the bf16 fast recipe from 3.1 h to 3 minutes).",
-        "- Communication would dominate DDP/ZeRO-2 only on a network slower than 18–31 Gb/s per node, or when a",
-        "  GPU's step shrinks below 80–1,200 tokens (InfiniBand) or 1,800–3,600 tokens (100 Gb/s Ethernet), far",
-        "  below the recipes' 8,161 (second table). bf16 DDP sends fp32 gradients, twice ZeRO-2's bf16 ones,",
-        "  which is why ZeRO-2 has the lower thresholds.",
-        "- ZeRO-3 is different: to shard the frozen base model it gathers all of it two or three times per",
-        "  micro-step, 19 GB (QLoRA) or 88 GB (bf16) per GPU per step, and its measured one-GPU overhead stays. bf16",
-        "  ZeRO-3 over 100 Gb/s Ethernet is communication-bound from 16 GPUs, and even on InfiniBand ZeRO-3 runs",
-        "  at a third (QLoRA) to a seventh (bf16) of DDP's speed. Use it only when the model does not fit on one",
-        "  card; where it fits, DDP (QLoRA) or ZeRO-2 (bf16) is faster at every size here.",
-        "- Outside the model: the global batch grows with the GPU count (4 packed rows per GPU per step), so at",
-        "  64 GPUs the run has ~170 optimizer steps instead of ~11,000 and the learning rate, warmup and",
-        "  `eval_steps`/`save_steps` need retuning; fixed costs (loading the model on every GPU, evaluation,",
-        "  checkpoints) then take more of the wall time than the training steps do.",
-        END,
-    ])
+    return "\n".join(
+        [
+            BEGIN,
+            "## Several GPUs and machines: a scaling model (`benchmarks/scaling_model.py`)",
+            "",
+            "**A model, not a measurement**: no run on more than one GPU has been made. Date: 2026-12-01. Inputs:",
+            "",
+            "- Per-GPU speed from the one-H100 measurements above: QLoRA default 5,250 tokens/s (measured 5,015–5,492),",
+            "  bf16 fast 8,000 (7,495–8,443), both 8,161 non-padding tokens per optimizer step per GPU (the bf16 recipe",
+            "  in 2 micro-batches). ZeRO-3 adds a fixed 3.2 s per micro-step: its one-GPU step took 4.9 s against 1.7 s",
+            "  without it (RESULTS.md, DeepSpeed on one GPU), an overhead that more GPUs do not remove.",
+            f"- Bytes per step: LoRA r 64 on 7 projections × 48 layers = {LORA_PARAMS:,} trainable parameters;",
+            f"  {grads_fp32:.2f} GB of fp32 gradients without DeepSpeed (PEFT keeps the adapter in fp32),",
+            f"  {grads_bf16:.2f} GB in bf16 under DeepSpeed. DDP all-reduces them once per optimizer step; ZeRO-2",
+            "  reduce-scatters them every micro-step and all-gathers the updated bf16 adapter once per step; ZeRO-3",
+            f"  also gathers every parameter of the model for each forward and backward: {QLORA_4BIT_BYTES / 1e9:.1f} GB",
+            f"  for QLoRA with bf16 quant storage, {BF16_BYTES / 1e9:.1f} GB in bf16, three times per micro-step when",
+            "  the backward recomputes the forward (activation checkpointing), twice without.",
+            "- Ring collectives: an all-reduce moves 2(N−1)/N of the data through each GPU, reduce-scatter and",
+            f"  all-gather (N−1)/N each, at {EFFICIENCY:.0%} of link speed, plus a fixed latency per collective",
+            "  (30 µs NVLink, 100 µs InfiniBand, 200 µs Ethernet; DDP's 25 MB buckets, one ZeRO-3 gather per module).",
+            "  Within a node each GPU has 450 GB/s of NVLink 4; across nodes NCCL runs one ring per NIC, so a GPU",
+            "  moves min(NVLink, NICs × NIC speed): 8 × 400 Gb/s InfiniBand per node (one NIC per GPU, as on",
+            "  HGX H100 systems), 1 × 400 Gb/s, or 1 × 100 Gb/s Ethernet. 8 GPUs per node.",
+            "- Overlap: gradient reduction hides behind the backward pass (2/3 of a step's compute, 3/4 with",
+            "  recomputation), ZeRO-3's prefetched gathers behind the whole step; only the rest adds to the step.",
+            "- Wall time: 100K conversations × 2 epochs × 448 tokens (the benchmark data's mean) = 89.6M tokens of",
+            "  training, without model loading, evaluation and checkpoints (a DeepSpeed checkpoint took ~30 s on one",
+            "  GPU). comm/compute is the step's collective time over its compute time.",
+            "",
+            tables(),
+            "",
+            "Reading it:",
+            "",
+            "- DDP and ZeRO-2 send little: LoRA gradients are 0.5–1 GB a step against 1–1.6 s of compute, so",
+            "  communication stays at 1–5% of the compute within a node and over 8 × 400 Gb/s InfiniBand, up to 10%",
+            "  over one 400 Gb/s NIC and 14–29% over 100 Gb/s Ethernet, all of it hidden behind the backward pass:",
+            "  in the model both scale linearly to 64 GPUs (the QLoRA default from 4.7 h on one GPU to about 4",
+            "  minutes of training steps on 64; the bf16 fast recipe from 3.1 h to 3 minutes).",
+            "- Communication would dominate DDP/ZeRO-2 only on a network slower than 18–31 Gb/s per node, or when a",
+            "  GPU's step shrinks below 80–1,200 tokens (InfiniBand) or 1,800–3,600 tokens (100 Gb/s Ethernet), far",
+            "  below the recipes' 8,161 (second table). bf16 DDP sends fp32 gradients, twice ZeRO-2's bf16 ones,",
+            "  which is why ZeRO-2 has the lower thresholds.",
+            "- ZeRO-3 is different: to shard the frozen base model it gathers all of it two or three times per",
+            "  micro-step, 19 GB (QLoRA) or 88 GB (bf16) per GPU per step, and its measured one-GPU overhead stays. bf16",
+            "  ZeRO-3 over 100 Gb/s Ethernet is communication-bound from 16 GPUs, and even on InfiniBand ZeRO-3 runs",
+            "  at a third (QLoRA) to a seventh (bf16) of DDP's speed. Use it only when the model does not fit on one",
+            "  card; where it fits, DDP (QLoRA) or ZeRO-2 (bf16) is faster at every size here.",
+            "- Outside the model: the global batch grows with the GPU count (4 packed rows per GPU per step), so at",
+            "  64 GPUs the run has ~170 optimizer steps instead of ~11,000 and the learning rate, warmup and",
+            "  `eval_steps`/`save_steps` need retuning; fixed costs (loading the model on every GPU, evaluation,",
+            "  checkpoints) then take more of the wall time than the training steps do.",
+            END,
+        ]
+    )
 
 
 def write_section(path: Path, block: str) -> None:

@@ -34,8 +34,14 @@ EEVE_SHAPES = dict(
     rms_norm_eps=1e-5,
 )
 # A few-MB model of the same layout for CPU smoke tests of the benchmark itself.
-TINY_SHAPES = dict(EEVE_SHAPES, num_hidden_layers=2, hidden_size=64, intermediate_size=224, num_attention_heads=8,
-                   num_key_value_heads=2)
+TINY_SHAPES = dict(
+    EEVE_SHAPES,
+    num_hidden_layers=2,
+    hidden_size=64,
+    intermediate_size=224,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+)
 
 UNK, BOS, PAD, EOS = "<unk>", "<s>", "</s>", "<|im_end|>"
 BOS_ID, PAD_ID, EOS_ID = 1, 2, 32000

@@ -49,19 +49,36 @@ def main(argv: list[str] | None = None) -> None:
     from eeve_sft.output_dir import check_output_dir
     from eeve_sft.retrieval import RetrievalIndex
 
-    config = load_config(args.config, questions_per_chunk=args.questions_per_chunk, banmal_share=args.banmal_share,
-                         top_k=args.top_k, batch_size=args.batch_size, seed=args.seed)
+    config = load_config(
+        args.config,
+        questions_per_chunk=args.questions_per_chunk,
+        banmal_share=args.banmal_share,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     check_output_dir(Path(args.output), args.overwrite)
     index = RetrievalIndex(args.index_dir)
     model, tokenizer = load_for_inference(args.model_path, load_in_4bit=args.load_in_4bit, device=args.device)
-    result = generate_from_docs(index, model_generator(model, tokenizer, config.batch_size), config, args.output,
-                                limit=args.limit, model_name=args.model_path, overwrite=args.overwrite)
+    result = generate_from_docs(
+        index,
+        model_generator(model, tokenizer, config.batch_size),
+        config,
+        args.output,
+        limit=args.limit,
+        model_name=args.model_path,
+        overwrite=args.overwrite,
+    )
     counts = result.stats["counts"]
-    print(f"wrote {counts['rows']} rows ({counts['banmal_questions']} with 반말 questions) from {counts['chunks']} "
-          f"chunks to {result.output_dir}")
+    print(
+        f"wrote {counts['rows']} rows ({counts['banmal_questions']} with 반말 questions) from {counts['chunks']} "
+        f"chunks to {result.output_dir}"
+    )
     if not counts["rows"]:
-        print("warning: no generated row passed the filters; see stats.json and data_card.md for the reasons",
-              file=sys.stderr)
+        print(
+            "warning: no generated row passed the filters; see stats.json and data_card.md for the reasons",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("docs_dir", help="folder of documents, read recursively")
     parser.add_argument("--output", required=True, help="index folder to write")
-    parser.add_argument("--chunk-chars", type=int, default=DEFAULT_CHUNK_CHARS,
-                        help=f"longest chunk in characters; longer paragraphs split on sentences (default {DEFAULT_CHUNK_CHARS})")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                        help=f"characters of whole sentences shared by the pieces of a split paragraph (default {DEFAULT_OVERLAP})")
+    parser.add_argument(
+        "--chunk-chars",
+        type=int,
+        default=DEFAULT_CHUNK_CHARS,
+        help=f"longest chunk in characters; longer paragraphs split on sentences (default {DEFAULT_CHUNK_CHARS})",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        help=f"characters of whole sentences shared by the pieces of a split paragraph (default {DEFAULT_OVERLAP})",
+    )
     parser.add_argument("--embedding-model", help="sentence-transformers model id or folder for a dense FAISS index")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty index folder")
 
@@ -39,13 +47,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from eeve_sft.retrieval import build_index
 
-    report = build_index(args.docs_dir, args.output, chunk_chars=args.chunk_chars, overlap=args.overlap,
-                         embedding_model=args.embedding_model, overwrite=args.overwrite)
+    report = build_index(
+        args.docs_dir,
+        args.output,
+        chunk_chars=args.chunk_chars,
+        overlap=args.overlap,
+        embedding_model=args.embedding_model,
+        overwrite=args.overwrite,
+    )
     for skipped in report.skipped:
         print(f"skipped {skipped.path}: {skipped.detail}", file=sys.stderr)
     dense = f", dense index with {args.embedding_model}" if args.embedding_model else ""
-    print(f"indexed {report.chunks} chunks from {report.documents} documents into {report.index_dir}{dense}; "
-          f"{len(report.skipped)} file(s) skipped")
+    print(
+        f"indexed {report.chunks} chunks from {report.documents} documents into {report.index_dir}{dense}; "
+        f"{len(report.skipped)} file(s) skipped"
+    )
 
 
 if __name__ == "__main__":

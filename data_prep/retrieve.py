@@ -22,7 +22,7 @@ from eeve_sft.retrieval.index import MODES
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("index_dir")
-    parser.add_argument("--query", help="one query (default: JSON Lines {\"query\": ...} on stdin)")
+    parser.add_argument("--query", help='one query (default: JSON Lines {"query": ...} on stdin)')
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--mode", choices=MODES, help="bm25, dense or hybrid (default: hybrid when possible)")
     parser.add_argument("--embedding-model", help="must be the model the index was built with (checked)")
@@ -43,12 +43,12 @@ def read_queries(lines) -> list[str]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            raise UserError(f"stdin line {number} is not JSON; expected {{\"query\": \"...\"}}") from None
+            raise UserError(f'stdin line {number} is not JSON; expected {{"query": "..."}}') from None
         if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
             raise UserError(f"stdin line {number} has no non-empty string 'query'")
         queries.append(row["query"])
     if not queries:
-        raise UserError("no query: give --query TEXT or JSON Lines {\"query\": ...} on stdin")
+        raise UserError('no query: give --query TEXT or JSON Lines {"query": ...} on stdin')
     return queries
 
 
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     mode = args.mode or index.default_mode()
     for query, hits in zip(queries, index.search_batch(queries, args.top_k, mode), strict=True):
         if args.json:
-            print(json.dumps({"query": query, "mode": mode, "results": [h.as_result() for h in hits]},
-                             ensure_ascii=False))
+            print(
+                json.dumps({"query": query, "mode": mode, "results": [h.as_result() for h in hits]}, ensure_ascii=False)
+            )
             continue
         print(f"query: {query}  ({mode})")
         for hit in hits or []:

@@ -102,8 +102,10 @@ def main() -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
-    print(f"demo model: {sum(p.numel() for p in model.parameters()):,} parameters, vocab {len(tokenizer)}, "
-          f"eos {EOS}={eos_id}, {size:.1f} MiB in {out}")
+    print(
+        f"demo model: {sum(p.numel() for p in model.parameters()):,} parameters, vocab {len(tokenizer)}, "
+        f"eos {EOS}={eos_id}, {size:.1f} MiB in {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,11 +31,17 @@ def batch_size(text: str) -> int | str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", nargs="+", required=True, metavar="PATH", help="models to evaluate")
-    parser.add_argument("--prompts", help="prompts: JSONL rows {\"messages\": [...]} (id, category optional) or a "
-                        ".txt file, one prompt per line (default eval/prompts_banmal.jsonl)")
+    parser.add_argument(
+        "--prompts",
+        help='prompts: JSONL rows {"messages": [...]} (id, category optional) or a '
+        ".txt file, one prompt per line (default eval/prompts_banmal.jsonl)",
+    )
     parser.add_argument("--output", help="directory for eval.json and eval.md")
-    parser.add_argument("--batch-size", default="auto",
-                        help="prompts generated together, or 'auto' (default): as many as GPU memory holds")
+    parser.add_argument(
+        "--batch-size",
+        default="auto",
+        help="prompts generated together, or 'auto' (default): as many as GPU memory holds",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=EVAL_SAMPLING.max_new_tokens)
     parser.add_argument("--limit", type=int, help="evaluate only the first N prompts")
     parser.add_argument("--recipe", help="recipe file or run directory: also report eval loss on its eval split")
@@ -51,8 +57,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     sampling.add_argument("--repetition-penalty", type=float, default=EVAL_SAMPLING.repetition_penalty)
     sampling.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     lm_eval = parser.add_argument_group("lm-evaluation-harness (optional dependency: eeve-sft[lmeval])")
-    lm_eval.add_argument("--lm-eval", nargs="+", metavar="TASK", default=[],
-                         help="benchmarks to run per model (kobest, kmmlu, haerae, or a task of --lm-eval-include)")
+    lm_eval.add_argument(
+        "--lm-eval",
+        nargs="+",
+        metavar="TASK",
+        default=[],
+        help="benchmarks to run per model (kobest, kmmlu, haerae, or a task of --lm-eval-include)",
+    )
     lm_eval.add_argument("--lm-eval-include", metavar="DIR", help="directory of extra lm-eval task YAMLs")
     lm_eval.add_argument("--lm-eval-limit", type=int, help="examples per lm-eval task (for a quick check)")
     return parser.parse_args(argv)
@@ -68,17 +79,33 @@ def main(argv: list[str]) -> None:
     from eeve_sft.evaluation.politeness import EvalSettings, run_evaluation
 
     sampling = SamplingConfig(
-        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-        top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
         seed=args.seed if args.sample else None,
     )
     settings = EvalSettings(
-        sampling=sampling, batch_size=args.batch_size, load_in_4bit=args.load_in_4bit, device=args.device,
-        loss_batch_size=args.loss_batch_size, lm_eval_tasks=args.lm_eval, lm_eval_include=args.lm_eval_include,
+        sampling=sampling,
+        batch_size=args.batch_size,
+        load_in_4bit=args.load_in_4bit,
+        device=args.device,
+        loss_batch_size=args.loss_batch_size,
+        lm_eval_tasks=args.lm_eval,
+        lm_eval_include=args.lm_eval_include,
         lm_eval_limit=args.lm_eval_limit,
     )
-    output = run_evaluation(args.model_path, args.prompts, args.output, settings, args.recipe,
-                            loss_limit=args.loss_limit, prompt_limit=args.limit)
+    output = run_evaluation(
+        args.model_path,
+        args.prompts,
+        args.output,
+        settings,
+        args.recipe,
+        loss_limit=args.loss_limit,
+        prompt_limit=args.limit,
+    )
     print((output / "eval.md").read_text(encoding="utf-8").split("## 존댓말 rate per category")[0].rstrip())
     print(f"\nwritten: {output / 'eval.json'}, {output / 'eval.md'}")
 

@@ -64,12 +64,18 @@ def main(argv: list[str]) -> None:
 
     if args.json:
         for ex in examples:
-            print(json.dumps({"messages": ex["messages"], "input_ids": ex["input_ids"], "labels": ex["labels"]},
-                             ensure_ascii=False))
+            print(
+                json.dumps(
+                    {"messages": ex["messages"], "input_ids": ex["input_ids"], "labels": ex["labels"]},
+                    ensure_ascii=False,
+                )
+            )
         return
     marks = HIGHLIGHT if sys.stdout.isatty() else BRACKETS
-    print(f"recipe {args.recipe} | split {name} | max_length {training.max_length} | "
-          f"{stats['dropped_no_trained_tokens']} of {min(args.num, len(shown))} shown rows dropped (no trained token left)")
+    print(
+        f"recipe {args.recipe} | split {name} | max_length {training.max_length} | "
+        f"{stats['dropped_no_trained_tokens']} of {min(args.num, len(shown))} shown rows dropped (no trained token left)"
+    )
     for index, ex in enumerate(examples):
         trained = sum(label != IGNORE_INDEX for label in ex["labels"])
         print(f"\n─── example {index}: {len(ex['input_ids'])} tokens, {trained} trained ───")

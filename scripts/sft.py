@@ -60,8 +60,10 @@ def main(argv: list[str]) -> None:
     run = RunDir(training.output_dir)
     resume = resume_target(run, training.resume_from_checkpoint)
     if resume and run.is_complete(training, resume):
-        print(f"{run.path} is already complete (step {run.summary().get('global_step')}): nothing to resume; "
-              f"left as it was")
+        print(
+            f"{run.path} is already complete (step {run.summary().get('global_step')}): nothing to resume; "
+            f"left as it was"
+        )
         return
     run.check_can_train(project.overwrite_output_dir, resuming=bool(resume))
 
@@ -113,9 +115,11 @@ def main(argv: list[str]) -> None:
         tokenizer.save_pretrained(run.final_dir)
         generation_config_for(tokenizer).save_pretrained(run.final_dir)
         logger.info("final adapter, tokenizer and template saved to %s", run.final_dir)
-        print(f"\nrun written to {run.path} (adapter in {run.final_dir}). Next:\n"
-              f"  python scripts/chat.py --model-path {run.final_dir}\n"
-              f"  python scripts/evaluate.py --model-path base {run.final_dir} --recipe {run.path}")
+        print(
+            f"\nrun written to {run.path} (adapter in {run.final_dir}). Next:\n"
+            f"  python scripts/chat.py --model-path {run.final_dir}\n"
+            f"  python scripts/evaluate.py --model-path base {run.final_dir} --recipe {run.path}"
+        )
     state.wait_for_everyone()
     trainer.end()
 

@@ -33,8 +33,20 @@ def demo_tokenizer():
 def demo_run(tmp_path_factory) -> Path:
     """A finished demo run, launched with `accelerate launch` as the README says."""
     out = tmp_path_factory.mktemp("demo") / "run"
-    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+    launcher = (
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    )
     result = train_demo(out, launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     return out

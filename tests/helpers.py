@@ -36,12 +36,20 @@ AVX512_BF16 = Path(__file__).resolve().parent / "avx512bf16"
 BNB_NOISE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 
 
-def run_script(*args: str, cwd: Path = REPO, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_script(
+    *args: str, cwd: Path = REPO, timeout: int = 1200, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run a project CLI the way a user does, from the repo root, with no network, on a CPU whose bitsandbytes
     prints its AVX512-BF16 notice at import (as some CI machines do), so every CLI test sees that noise."""
     path = os.pathsep.join(p for p in (str(AVX512_BF16), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": path, **(env or {})}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": path,
+        **(env or {}),
+    }
     env = {k: v for k, v in env.items() if v is not None}  # a None in `env` removes that variable
     return subprocess.run([*args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

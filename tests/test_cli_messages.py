@@ -13,9 +13,17 @@ from eeve_sft.errors import UserError
 from eeve_sft.training.recipe import parse_recipe
 from helpers import BNB_NOISE, DEMO_RECIPE, REPO, error_line, run_script
 
-CLIS = ["scripts/sft.py", "scripts/preview_data.py", "scripts/chat.py", "scripts/evaluate.py", "scripts/compare.py",
-        "scripts/merge_adapter.py", "scripts/build_demo_model.py", "data_prep/build_dataset.py",
-        "data_prep/speech_level.py"]
+CLIS = [
+    "scripts/sft.py",
+    "scripts/preview_data.py",
+    "scripts/chat.py",
+    "scripts/evaluate.py",
+    "scripts/compare.py",
+    "scripts/merge_adapter.py",
+    "scripts/build_demo_model.py",
+    "data_prep/build_dataset.py",
+    "data_prep/speech_level.py",
+]
 
 # Runs a CLI's --help as its __main__ and reports which heavy libraries that imported.
 HELP_PROBE = """
@@ -64,8 +72,12 @@ def test_sft_help_points_to_the_keys_and_lists_them_by_dataclass(capsys):
     assert "--keys" in capsys.readouterr().out
     sft.main(["--keys"])
     listing = capsys.readouterr().out
-    for group in ("== data (trl.ScriptArguments)", "== training (trl.SFTConfig", "== model, quantisation and LoRA",
-                  "== this project's keys"):
+    for group in (
+        "== data (trl.ScriptArguments)",
+        "== training (trl.SFTConfig",
+        "== model, quantisation and LoRA",
+        "== this project's keys",
+    ):
         assert group in listing
     project = listing.split("== this project's keys")[1]
     assert "eval_fraction (default: 0.0)" in project and "learning_rate" not in project
@@ -80,7 +92,8 @@ def test_evaluation_off_takes_one_flag_and_says_what_followed():
     assert "load_best_model_at_end: false" in note and "early_stopping_patience: null" in note
     # A key given on the command line as well is left as given.
     assert parse_recipe(DEMO_RECIPE, ["--eval_strategy", "no", "--early_stopping_patience", "null"]).notes == [
-        "eval_strategy is 'no', so evaluation is off: also set load_best_model_at_end: false"]
+        "eval_strategy is 'no', so evaluation is off: also set load_best_model_at_end: false"
+    ]
 
 
 def test_a_library_message_is_shown_whole():
@@ -124,8 +137,10 @@ def test_not_found_paths_say_where_they_were_looked_for(tmp_path, monkeypatch):
 
 
 UNREACHABLE = {"HF_HUB_OFFLINE": None, "HF_DATASETS_OFFLINE": None, "HF_ENDPOINT": "http://127.0.0.1:9"}
-LOAD_DATASET = ("from eeve_sft.errors import run_cli; from eeve_sft.data import load_splits; "
-                "run_cli(lambda: load_splits('data/local_exampel'))")
+LOAD_DATASET = (
+    "from eeve_sft.errors import run_cli; from eeve_sft.data import load_splits; "
+    "run_cli(lambda: load_splits('data/local_exampel'))"
+)
 
 
 @pytest.mark.parametrize("env", [UNREACHABLE, {"HF_HUB_OFFLINE": "1"}], ids=["unreachable", "offline"])
@@ -133,16 +148,23 @@ def test_a_dataset_the_hub_cannot_give_fails_at_once(env):
     result = run_script(sys.executable, "-c", LOAD_DATASET, env=env)
     assert result.returncode == 2
     line = error_line(result)
-    assert line.startswith("error: dataset 'data/local_exampel' is not a local file or directory and cannot be "
-                           "loaded from the Hub: ")
+    assert line.startswith(
+        "error: dataset 'data/local_exampel' is not a local file or directory and cannot be loaded from the Hub: "
+    )
     assert f"looked for {REPO / 'data/local_exampel'}" in line
     assert "Retrying" not in result.stderr  # the libraries' retries are what took half a minute
 
 
 @pytest.mark.parametrize("env", [UNREACHABLE, {"HF_HUB_OFFLINE": "1"}], ids=["unreachable", "offline"])
 def test_a_model_the_hub_cannot_give_fails_at_once(env, tmp_path):
-    result = run_script(sys.executable, "scripts/preview_data.py", str(DEMO_RECIPE), "--model_name_or_path",
-                        "no-such-org/no-such-model", env=env)
+    result = run_script(
+        sys.executable,
+        "scripts/preview_data.py",
+        str(DEMO_RECIPE),
+        "--model_name_or_path",
+        "no-such-org/no-such-model",
+        env=env,
+    )
     assert result.returncode == 2
     line = error_line(result)
     assert line.startswith("error: cannot load a tokenizer from 'no-such-org/no-such-model': it is no local directory")
@@ -162,9 +184,23 @@ def test_check_runs_every_check_without_training(tmp_path, capsys):
 def test_accelerate_launch_quiet_keeps_the_clean_line_last(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(f"base_recipe: {DEMO_RECIPE}\nmax_seq_length: 128\n", encoding="utf-8")
-    result = run_script(sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "--num_processes", "1",
-                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                        "scripts/sft.py", str(recipe))
+    result = run_script(
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "-q",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "scripts/sft.py",
+        str(recipe),
+    )
     assert result.returncode == 1  # accelerate launch turns every failure of the script into 1
     assert error_line(result).endswith("unknown key 'max_seq_length'; it was renamed, use 'max_length'")
 

@@ -71,9 +71,9 @@ def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
 
     The template writes ``<s>`` itself, so the tokenizer must not add special tokens a second time.
     """
-    return tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, return_dict=True
-    )["input_ids"]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
 
 
 def stop_token_ids(tokenizer) -> list[int]:

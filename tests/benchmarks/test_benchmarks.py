@@ -77,24 +77,39 @@ def test_every_benchmark_variant_is_a_valid_recipe_with_its_overrides_applied(tm
         recipe = parse_recipe(path, [], check_device=False)
         values = {**vars(recipe.script), **vars(recipe.training), **vars(recipe.model), **vars(recipe.project)}
         for key, value in variant.overrides.items():
-            name = {"activation_checkpointing": "gradient_checkpointing",
-                    "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}.get(key, key)
+            name = {
+                "activation_checkpointing": "gradient_checkpointing",
+                "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+            }.get(key, key)
             assert values.get(name, values.get(key)) == value, (variant.name, key)
 
 
 def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(tmp_path):
     bench = bench_module()
-    base = {"recipes": {"default": "recipes/eeve_banmal.yaml"}, "references": {"qlora": ["q_a"]},
-            "presets": {"liger": {"use_liger_kernel": True}}}
-    good = {"name": "q_a", "family": "qlora", "label": "a", "recipe": "default", "use": ["liger"],
-            "overrides": {"per_device_train_batch_size": 6}}
+    base = {
+        "recipes": {"default": "recipes/eeve_banmal.yaml"},
+        "references": {"qlora": ["q_a"]},
+        "presets": {"liger": {"use_liger_kernel": True}},
+    }
+    good = {
+        "name": "q_a",
+        "family": "qlora",
+        "label": "a",
+        "recipe": "default",
+        "use": ["liger"],
+        "overrides": {"per_device_train_batch_size": 6},
+    }
     path = tmp_path / "variants.yaml"
     path.write_text(yaml.safe_dump({**base, "variants": [good]}), encoding="utf-8")
     variants, refs = bench.load_variants(path)
     assert variants["q_a"].overrides == {"use_liger_kernel": True, "per_device_train_batch_size": 6}
     assert variants["q_a"].recipe == "recipes/eeve_banmal.yaml" and refs == {"qlora": ["q_a"]}
-    for bad, message in [({**good, "use": ["nope"]}, "no preset 'nope'"), ({**good, "hooks": ["x"]}, "unknown hook"),
-                         ({**good, "stepz": 3}, "unknown field"), ({**good, "recipe": "other"}, "recipe must be")]:
+    for bad, message in [
+        ({**good, "use": ["nope"]}, "no preset 'nope'"),
+        ({**good, "hooks": ["x"]}, "unknown hook"),
+        ({**good, "stepz": 3}, "unknown field"),
+        ({**good, "recipe": "other"}, "recipe must be"),
+    ]:
         path.write_text(yaml.safe_dump({**base, "variants": [bad]}), encoding="utf-8")
         with pytest.raises(ValueError, match=message):
             bench.load_variants(path)
@@ -117,9 +132,18 @@ def test_gpu_clock_summaries_keep_to_the_timed_window_and_survive_missing_readin
     clocks = load_module("gpu_clocks")
     row = clocks._parse("1980, 3201, 1980, [N/A], 700.00, 41, 99, 0x0000000000000004")
     assert row["sm_mhz"] == 1980 and row["power_w"] is None and row["event_reasons"] == "0x0000000000000004"
-    samples = [{"unix": t, "sm_mhz": mhz, "power_w": w, "temp_c": 40.0, "util_pct": 100.0, "mem_mhz": 3201.0,
-                "event_reasons": None} for t, mhz, w in [(1, 345, 80.0), (2, 1980, 650.0), (3, 1440, 700.0),
-                                                            (4, 1800, None), (9, 345, 90.0)]]
+    samples = [
+        {
+            "unix": t,
+            "sm_mhz": mhz,
+            "power_w": w,
+            "temp_c": 40.0,
+            "util_pct": 100.0,
+            "mem_mhz": 3201.0,
+            "event_reasons": None,
+        }
+        for t, mhz, w in [(1, 345, 80.0), (2, 1980, 650.0), (3, 1440, 700.0), (4, 1800, None), (9, 345, 90.0)]
+    ]
     timed = clocks.summarize(samples, (2, 4))
     assert timed["samples"] == 3 and timed["sm_mhz_min"] == 1440 and timed["sm_mhz_median"] == 1800
     assert timed["power_w_mean"] == 675.0  # the missing reading is left out, not counted as zero
@@ -130,10 +154,27 @@ def test_gpu_clock_summaries_keep_to_the_timed_window_and_survive_missing_readin
 def tiny_model_and_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     py = sys.executable
-    subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "model", str(root / "model"), "--tiny"], check=True,
-                   capture_output=True)
-    subprocess.run([py, str(REPO / "benchmarks/synthetic.py"), "data", str(root / "data"), "--tokenizer",
-                    str(root / "model"), "--train", "64", "--eval", "8"], check=True, capture_output=True)
+    subprocess.run(
+        [py, str(REPO / "benchmarks/synthetic.py"), "model", str(root / "model"), "--tiny"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            py,
+            str(REPO / "benchmarks/synthetic.py"),
+            "data",
+            str(root / "data"),
+            "--tokenizer",
+            str(root / "model"),
+            "--train",
+            "64",
+            "--eval",
+            "8",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return root
 
 
@@ -143,9 +184,22 @@ def test_every_scoring_path_of_the_variant_table_passes_the_fixed_batch_check_on
     root = tiny_model_and_data
     path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/bench_train.py"), "check", "--cpu-smoke", "--work", str(root / "w"),
-         "--model", str(root / "model"), "--data", str(root / "data")],
-        check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path},
+        [
+            sys.executable,
+            str(REPO / "benchmarks/bench_train.py"),
+            "check",
+            "--cpu-smoke",
+            "--work",
+            str(root / "w"),
+            "--model",
+            str(root / "model"),
+            "--data",
+            str(root / "data"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     paths = bench.scoring_paths(cpu_smoke=True)
@@ -164,8 +218,11 @@ def test_an_external_trainer_variant_without_its_packages_is_recorded_as_not_run
     bench = bench_module()
     variant = bench.VARIANTS["x_unsloth_packed"]
     assert variant.runner == "unsloth" and "x_unsloth_packed" not in bench.scoring_paths(cpu_smoke=True)
-    args = type("Args", (), {"external_site": str(tmp_path / "empty"), "model": "m", "data": "d", "cpu_smoke": True,
-                             "timeout": 10})()
+    args = type(
+        "Args",
+        (),
+        {"external_site": str(tmp_path / "empty"), "model": "m", "data": "d", "cpu_smoke": True, "timeout": 10},
+    )()
     bench.run_one(variant, args, tmp_path / "work", tmp_path, "now")
     result = json.loads((tmp_path / "x_unsloth_packed.json").read_text())
     assert result["status"] == "failed" and result["error"] == "needs unsloth (not installed)"
@@ -187,6 +244,7 @@ def test_the_external_runner_trains_the_tokens_and_answer_masks_the_project_trai
     assert dataset[0]["assistant_masks"] == [int(x != -100) for x in expected["labels"]]
     assert 0 < sum(dataset[0]["assistant_masks"]) < len(dataset[0]["input_ids"])  # answer only, not the prompt
 
+
 def test_results_md_generation_section_is_generated_from_the_stored_results():
     bench = load_module("bench_generate")
     block = bench.generated_block(REPO / "benchmarks/results/generation")
@@ -196,8 +254,9 @@ def test_results_md_generation_section_is_generated_from_the_stored_results():
 
 def test_generation_targets_are_judged_on_the_figures(tmp_path):
     bench = load_module("bench_generate")
-    document = {"variants": [{"variant": "bf16 fast b64", "step_ms": 14.9}, {"variant": "bf16 fast auto",
-                                                                             "eval_s": 121.0}]}
+    document = {
+        "variants": [{"variant": "bf16 fast b64", "step_ms": 14.9}, {"variant": "bf16 fast auto", "eval_s": 121.0}]
+    }
     lines = bench.target_lines(document)
     assert lines[0].endswith("(bf16 fast b64), met") and lines[1].endswith("(bf16 fast auto), missed")
     assert lines[2].endswith("not measured in this run")
@@ -229,8 +288,10 @@ def test_results_md_docgen_section_is_the_rendering_of_the_stored_result():
 
 def test_docgen_rows_per_hour_counts_an_answer_and_a_share_of_a_question_prompt():
     bench = load_module("bench_docgen")
-    stages = [{"stage": "questions", "prompts": 10, "new_tokens": 100, "warm_s": 20.0, "cold_s": 80.0},
-              {"stage": "answers", "prompts": 20, "new_tokens": 200, "warm_s": 60.0, "cold_s": 120.0}]
+    stages = [
+        {"stage": "questions", "prompts": 10, "new_tokens": 100, "warm_s": 20.0, "cold_s": 80.0},
+        {"stage": "answers", "prompts": 20, "new_tokens": 200, "warm_s": 60.0, "cold_s": 120.0},
+    ]
     t = bench.throughput({"questions_per_chunk": 2, "stages": stages})
     assert t["warm"]["seconds_per_row"] == 60 / 20 + 20 / (10 * 2)  # 3 s of answer, 1 s of question per row
     assert t["warm"]["rows_per_hour"] == 900 and t["warm"]["tokens_per_row"] == 250

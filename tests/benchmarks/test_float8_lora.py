@@ -60,8 +60,14 @@ def test_only_frozen_bias_free_lora_projections_with_fp8_shapes_are_swapped():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     f = fp8()
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=120, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=120,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=list(f.PROJECTIONS)))
     swapped = f.convert_lora_base_layers(model, emulated())
     layer = model.base_model.model.model.layers[0]

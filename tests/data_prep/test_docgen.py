@@ -52,7 +52,9 @@ class ScriptedModel:
         passages = [line[2:] for line in user.split("\n") if line.startswith("> ") and not line.startswith("> [")]
         if conversation[0]["content"] != ANSWER_SYSTEM:
             topic = passages[0].split()[0]
-            return GenerationResult(f"1. {topic} 관련 규칙은 어떻게 되나요?\n2. 문서에서 가장 중요한 점이 뭔가요?", True, 30)
+            return GenerationResult(
+                f"1. {topic} 관련 규칙은 어떻게 되나요?\n2. 문서에서 가장 중요한 점이 뭔가요?", True, 30
+            )
         question = user.rsplit("\n\n", 1)[1]
         first = re.split(r"(?<=다\.)\s", passages[0])[0]
         if "중요한" in question:
@@ -144,8 +146,14 @@ def test_generated_rows_are_a_mix_source(tmp_path, wms_index):
     from eeve_sft.data_prep import build_dataset
     from eeve_sft.data_prep.mix import parse_mix
 
-    generate_from_docs(wms_index, ScriptedModel(), DocGenConfig(top_k=2), tmp_path / "data" / "wms_domain",
-                       limit=20, model_name="scripted")
+    generate_from_docs(
+        wms_index,
+        ScriptedModel(),
+        DocGenConfig(top_k=2),
+        tmp_path / "data" / "wms_domain",
+        limit=20,
+        model_name="scripted",
+    )
     generated = (tmp_path / "data" / "wms_domain" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     mix_text = (REPO / "data_prep" / "mixes" / "wms_domain.yaml").read_text(encoding="utf-8")
     mix = parse_mix(mix_text, tmp_path / "data_prep" / "mixes" / "wms_domain.yaml")
@@ -173,9 +181,22 @@ def test_generated_rows_are_a_mix_source(tmp_path, wms_index):
 def test_demo_model_end_to_end(tmp_path, wms_index):
     config = tmp_path / "fast.yaml"
     config.write_text("question_max_new_tokens: 24\nanswer_max_new_tokens: 24\nbatch_size: 4\n", encoding="utf-8")
-    result = run_script(sys.executable, "data_prep/generate_from_docs.py", str(wms_index.dir), "--model-path",
-                        str(DEMO_MODEL), "--output", str(tmp_path / "out"), "--limit", "3", "--config", str(config),
-                        "--device", "cpu", timeout=600)
+    result = run_script(
+        sys.executable,
+        "data_prep/generate_from_docs.py",
+        str(wms_index.dir),
+        "--model-path",
+        str(DEMO_MODEL),
+        "--output",
+        str(tmp_path / "out"),
+        "--limit",
+        "3",
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((tmp_path / "out" / "stats.json").read_text(encoding="utf-8"))
     assert stats["counts"]["chunks"] == 3 and stats["model"] == str(DEMO_MODEL)
@@ -188,13 +209,23 @@ def test_demo_model_end_to_end(tmp_path, wms_index):
     assert (tmp_path / "out" / "data_card.md").is_file()
 
 
-@pytest.mark.parametrize("model_path, message", [
-    ("{tmp}", "is not a model or adapter"),
-    ("{tmp}/nowhere/model", "model path not found"),
-])
+@pytest.mark.parametrize(
+    "model_path, message",
+    [
+        ("{tmp}", "is not a model or adapter"),
+        ("{tmp}/nowhere/model", "model path not found"),
+    ],
+)
 def test_model_path_that_is_not_a_model_is_one_line(tmp_path, wms_index, model_path, message):
-    result = run_script(sys.executable, "data_prep/generate_from_docs.py", str(wms_index.dir), "--model-path",
-                        model_path.format(tmp=tmp_path), "--output", str(tmp_path / "out"))
+    result = run_script(
+        sys.executable,
+        "data_prep/generate_from_docs.py",
+        str(wms_index.dir),
+        "--model-path",
+        model_path.format(tmp=tmp_path),
+        "--output",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr

@@ -93,9 +93,13 @@ def test_rates_on_different_prompt_sets_are_flagged_in_one_line(tmp_path):
     report = (compare_runs([RUN_A, run_b], tmp_path / "out") / "compare.md").read_text(encoding="utf-8")
     assert "| 존댓말 rate measured on (prompts) | 40 | 12 |" in report
     flagged = [line for line in report.splitlines() if "different prompt sets" in line]
-    assert flagged == [("- The 존댓말 rates were measured on different prompt sets (`r16_lr1e-4`: "
-                        "eval/prompts_banmal.jsonl, 40 prompts; `r64_lr2e-4_packing`: mine.txt, 12 prompts): "
-                        "they are not directly comparable.")]
+    assert flagged == [
+        (
+            "- The 존댓말 rates were measured on different prompt sets (`r16_lr1e-4`: "
+            "eval/prompts_banmal.jsonl, 40 prompts; `r64_lr2e-4_packing`: mine.txt, 12 prompts): "
+            "they are not directly comparable."
+        )
+    ]
     table = json.loads((tmp_path / "out" / "compare.json").read_text(encoding="utf-8"))
     assert [r["polite_prompts"] for r in table["runs"]] == [40, 12]
 
@@ -123,8 +127,10 @@ def test_demo_run_compares_with_a_recorded_run(demo_run, tmp_path):
         (lambda d: d.mkdir(), "has no training logs (metrics.jsonl)"),
         (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("")), "holds no log events"),
         (lambda d: (shutil.copytree(RUN_A, d), (d / "recipe.yaml").unlink()), "has no recipe.yaml"),
-        (lambda d: (shutil.copytree(RUN_A, d), (d / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{}\n')),
-         "line 2 is not valid JSON"),
+        (
+            lambda d: (shutil.copytree(RUN_A, d), (d / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{}\n')),
+            "line 2 is not valid JSON",
+        ),
     ],
 )
 def test_bad_run_dirs_fail_with_one_line(tmp_path, make, message):
@@ -143,5 +149,6 @@ def test_cli(tmp_path):
     empty.mkdir()
     result = run_script(sys.executable, "scripts/compare.py", str(RUN_A), str(empty), "--output", str(tmp_path))
     assert result.returncode == 2
-    assert error_line(result) == (f"error: {empty} has no training logs (metrics.jsonl): "
-                                  "not a training run, or it has not logged yet")
+    assert error_line(result) == (
+        f"error: {empty} has no training logs (metrics.jsonl): not a training run, or it has not logged yet"
+    )

@@ -52,19 +52,27 @@ USER = {"role": "user", "content": "뭐 해?"}
     [
         ("", "holds no prompts"),
         ("\n\n", "holds no prompts"),
-        ('{"id": "a", "messages": [{"role": "user", "content": "뭐 해?"}]}\n{"id": "b", "messages": [\n',
-         "line 2: not valid JSON"),
+        (
+            '{"id": "a", "messages": [{"role": "user", "content": "뭐 해?"}]}\n{"id": "b", "messages": [\n',
+            "line 2: not valid JSON",
+        ),
         ('["a", "b"]\n', "line 1: a row must be a JSON object"),
         (json.dumps({"id": None, "messages": [USER]}), "line 1: 'id' must be"),
-        (json.dumps({"id": "2", "messages": [USER]}) + "\n" + json.dumps({"messages": [USER]}),
-         "line 2: id '2' already used on line 1"),  # a default id (the line number) collides with a given one
+        (
+            json.dumps({"id": "2", "messages": [USER]}) + "\n" + json.dumps({"messages": [USER]}),
+            "line 2: id '2' already used on line 1",
+        ),  # a default id (the line number) collides with a given one
         (json.dumps({"id": "a", "category": "x"}), "line 1: 'messages' must be a non-empty list"),
-        (json.dumps({"id": "a", "messages": [USER, {"role": "assistant", "content": "네."}]}),
-         "line 1: the last message must be a user turn"),
+        (
+            json.dumps({"id": "a", "messages": [USER, {"role": "assistant", "content": "네."}]}),
+            "line 1: the last message must be a user turn",
+        ),
         (json.dumps({"id": "a", "messages": [{"role": "user", "content": "  "}]}), "empty or non-text content"),
         (json.dumps({"id": "a", "messages": [{"role": "bot", "content": "hi"}]}), "role 'bot'"),
-        (json.dumps({"id": "a", "messages": [USER]}) + "\n" + json.dumps({"id": "a", "messages": [USER]}),
-         "line 2: id 'a' already used on line 1"),
+        (
+            json.dumps({"id": "a", "messages": [USER]}) + "\n" + json.dumps({"id": "a", "messages": [USER]}),
+            "line 2: id 'a' already used on line 1",
+        ),
     ],
 )
 def test_bad_prompt_files(tmp_path, text, message):
@@ -76,8 +84,9 @@ def test_bad_prompt_files(tmp_path, text, message):
 
 def test_prompts_without_ids_and_plain_text_files(tmp_path):
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("\n".join([json.dumps({"messages": [USER]}), "", json.dumps({"id": "x", "messages": [USER]})]),
-                    encoding="utf-8")
+    rows.write_text(
+        "\n".join([json.dumps({"messages": [USER]}), "", json.dumps({"id": "x", "messages": [USER]})]), encoding="utf-8"
+    )
     prompts = load_prompts(rows)
     assert [(p.id, p.category) for p in prompts] == [("1", "uncategorized"), ("x", "uncategorized")]
 
@@ -124,15 +133,23 @@ def test_eval_loss_is_the_mean_over_assistant_tokens(adapter):
     model, tokenizer = load_for_inference(adapter, device="cpu")
     conversations = [
         [{"role": "user", "content": "밥 먹었어?"}, {"role": "assistant", "content": "네, 먹었습니다."}],
-        [{"role": "user", "content": "뭐 해?"}, {"role": "assistant", "content": "책 읽고 있어요."},
-         {"role": "user", "content": "무슨 책?"}, {"role": "assistant", "content": "소설책이에요. 재미있어요."}],
-        [{"role": "system", "content": "존댓말로 답하세요."}, {"role": "user", "content": "안녕"},
-         {"role": "assistant", "content": "안녕하세요!"}],
+        [
+            {"role": "user", "content": "뭐 해?"},
+            {"role": "assistant", "content": "책 읽고 있어요."},
+            {"role": "user", "content": "무슨 책?"},
+            {"role": "assistant", "content": "소설책이에요. 재미있어요."},
+        ],
+        [
+            {"role": "system", "content": "존댓말로 답하세요."},
+            {"role": "user", "content": "안녕"},
+            {"role": "assistant", "content": "안녕하세요!"},
+        ],
     ]
     total, count = 0.0, 0
     for messages in conversations:  # reference: the model's own causal-LM loss, one conversation at a time
-        encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True)
+        encoded = tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         ids = torch.tensor([encoded["input_ids"]])
         labels = torch.where(torch.tensor([encoded["assistant_masks"]]) == 1, ids, -100)
         with torch.no_grad():
@@ -204,13 +221,34 @@ def test_run_evaluation_writes_json_and_markdown(adapter, tmp_path):
 
 
 def test_markdown_escapes_answers_and_marks_cut_offs():
-    answer = {"id": "p1", "category": "c", "prompt": "표 | 그려 줘", "answer": "| a | b |\n|---|---|",
-              "label": "neutral", "stopped_on_eos": False, "new_tokens": 8}
-    model = {"name": "m", "num_prompts": 1, "counts": {"polite": 0, "banmal": 0, "mixed": 0, "neutral": 1}, "polite_rate": 0.0,
-             "length_limit_hits": 1, "mean_answer_chars": 19.0, "mean_answer_tokens": 8.0, "eval_loss": None,
-             "per_category": {"c": {"prompts": 1, "polite": 0, "polite_rate": 0.0}}, "answers": [answer]}
-    document = {"num_prompts": 1, "prompts_file": "p.jsonl", "eval_data": None, "models": [model],
-                "generation": {**SamplingConfig(do_sample=False).__dict__, "batch_size": 1, "load_in_4bit": False}}
+    answer = {
+        "id": "p1",
+        "category": "c",
+        "prompt": "표 | 그려 줘",
+        "answer": "| a | b |\n|---|---|",
+        "label": "neutral",
+        "stopped_on_eos": False,
+        "new_tokens": 8,
+    }
+    model = {
+        "name": "m",
+        "num_prompts": 1,
+        "counts": {"polite": 0, "banmal": 0, "mixed": 0, "neutral": 1},
+        "polite_rate": 0.0,
+        "length_limit_hits": 1,
+        "mean_answer_chars": 19.0,
+        "mean_answer_tokens": 8.0,
+        "eval_loss": None,
+        "per_category": {"c": {"prompts": 1, "polite": 0, "polite_rate": 0.0}},
+        "answers": [answer],
+    }
+    document = {
+        "num_prompts": 1,
+        "prompts_file": "p.jsonl",
+        "eval_data": None,
+        "models": [model],
+        "generation": {**SamplingConfig(do_sample=False).__dict__, "batch_size": 1, "load_in_4bit": False},
+    }
     report = render_markdown(document)
     assert "Q: 표 \\| 그려 줘" in report and "A: \\| a \\| b \\| \\|---\\|---\\| *(hit the length limit)*" in report
     assert "greedy" in report
@@ -219,9 +257,26 @@ def test_markdown_escapes_answers_and_marks_cut_offs():
 def test_evaluate_cli_side_by_side_with_eval_loss(demo_run, tmp_path):
     best = Path(json.loads((demo_run / "summary.json").read_text())["best_model_checkpoint"]).name
     checkpoint = next(c for c in demo_run.glob("checkpoint-*") if c.name != best)  # final/ is the best one
-    result = run_script(sys.executable, "scripts/evaluate.py", "--model-path", "base", str(checkpoint),
-                        str(demo_run / "final"), "--prompts", str(PROMPTS), "--max-new-tokens", "8",
-                        "--batch-size", "4", "--recipe", str(demo_run), "--loss-limit", "8", "--output", str(tmp_path))
+    result = run_script(
+        sys.executable,
+        "scripts/evaluate.py",
+        "--model-path",
+        "base",
+        str(checkpoint),
+        str(demo_run / "final"),
+        "--prompts",
+        str(PROMPTS),
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "4",
+        "--recipe",
+        str(demo_run),
+        "--loss-limit",
+        "8",
+        "--output",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     document = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
     names = [m["name"] for m in document["models"]]
@@ -245,8 +300,9 @@ def test_evaluate_cli_bad_input(capsys, adapter, tmp_path):
     assert "is not a model or adapter" in line
     line = cli_error(capsys, "evaluate", ["--model-path", str(adapter), "--prompts", str(tmp_path / "none.jsonl")])
     assert "prompt file not found" in line
-    line = cli_error(capsys, "evaluate", ["--model-path", str(adapter), "--prompts", str(PROMPTS),
-                                          "--recipe", str(tmp_path)])
+    line = cli_error(
+        capsys, "evaluate", ["--model-path", str(adapter), "--prompts", str(PROMPTS), "--recipe", str(tmp_path)]
+    )
     assert "has no recipe.yaml" in line
     line = cli_error(capsys, "evaluate", ["--model-path", str(adapter), "--prompts", str(PROMPTS), "--batch-size", "x"])
     assert line == "error: --batch-size must be a whole number or 'auto', got 'x'"
@@ -258,8 +314,13 @@ def test_lm_eval_arguments(adapter):
     source = resolve_model_source(adapter)
     request = lm_eval_request(source, ["kobest", "haerae"], "cuda", "bfloat16", 16, limit=100)
     assert request["model"] == "hf" and request["tasks"] == ["kobest", "haerae"]
-    assert request["model_args"] == {"pretrained": "assets/demo-model", "peft": str(adapter), "tokenizer": str(adapter),
-                                     "device": "cuda", "dtype": "bfloat16"}
+    assert request["model_args"] == {
+        "pretrained": "assets/demo-model",
+        "peft": str(adapter),
+        "tokenizer": str(adapter),
+        "device": "cuda",
+        "dtype": "bfloat16",
+    }
     assert (request["batch_size"], request["limit"], request["include_path"]) == (16, 100, None)
     merged = lm_eval_request(resolve_model_source("assets/demo-model"), ["kmmlu"], "cpu", "float32", 1)
     assert merged["model_args"] == {"pretrained": "assets/demo-model", "device": "cpu", "dtype": "float32"}
@@ -271,13 +332,15 @@ def test_lm_eval_missing_package_is_one_line(monkeypatch, capsys, adapter):
     monkeypatch.setattr(lm_eval.importlib.util, "find_spec", lambda name: None)
     argv = ["--model-path", str(adapter), "--prompts", str(PROMPTS), "--lm-eval", "kobest"]
     assert cli_error(capsys, "evaluate", argv) == (
-        "error: --lm-eval needs lm-evaluation-harness, which is not installed: pip install 'eeve-sft[lmeval]'")
+        "error: --lm-eval needs lm-evaluation-harness, which is not installed: pip install 'eeve-sft[lmeval]'"
+    )
 
 
 def test_lm_eval_runs_a_local_task(adapter, tmp_path):
     source = resolve_model_source(adapter)
-    request = lm_eval_request(source, ["ko_polite_choice"], "cpu", "float32", 2,
-                              include_path=str(TOOLS / "lm_eval_tasks"))
+    request = lm_eval_request(
+        source, ["ko_polite_choice"], "cpu", "float32", 2, include_path=str(TOOLS / "lm_eval_tasks")
+    )
     results = run_lm_eval(request)
     assert set(results) == {"ko_polite_choice"}
     assert 0.0 <= results["ko_polite_choice"]["acc,none"] <= 1.0

@@ -63,8 +63,14 @@ def test_merged_bfloat16_within_bf16_tolerance(adapter, tmp_path):
 def test_merged_dir_is_ready_to_serve(adapter, tmp_path):
     out = merge_adapter(adapter, tmp_path / "merged", dtype="float32")
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "chat_template.jinja",
-            "README.md"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "README.md",
+    } <= names
     assert not names & {"adapter_config.json", "adapter_model.safetensors"}
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     generation = json.loads((out / "generation_config.json").read_text())
@@ -78,8 +84,9 @@ def test_merged_dir_is_ready_to_serve(adapter, tmp_path):
     merged = load_for_inference(out, device="cpu")
     assert resolve_model_source(out).kind == "model"
     for question in QUESTIONS:
-        assert generate(*merged, question, max_new_tokens=8, do_sample=False) == \
-            generate(*adapted, question, max_new_tokens=8, do_sample=False)
+        assert generate(*merged, question, max_new_tokens=8, do_sample=False) == generate(
+            *adapted, question, max_new_tokens=8, do_sample=False
+        )
 
 
 def test_a_failed_merge_keeps_the_existing_output_and_leaves_nothing_behind(adapter, tmp_path, monkeypatch):
@@ -104,9 +111,17 @@ def test_model_card_from_the_training_run(demo_run, tmp_path):
     shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns("checkpoint-*"))
     (run / "eval").mkdir()
     answers = {"polite": 5, "banmal": 1, "mixed": 1, "neutral": 1}
-    model = {"name": "run/final", "model_path": str(run / "final"), "polite_rate": 5 / 8, "num_prompts": 8,
-             "counts": answers,
-             "length_limit_hits": 2, "mean_answer_chars": 81.25, "mean_answer_tokens": 40.5, "eval_loss": 1.2345}
+    model = {
+        "name": "run/final",
+        "model_path": str(run / "final"),
+        "polite_rate": 5 / 8,
+        "num_prompts": 8,
+        "counts": answers,
+        "length_limit_hits": 2,
+        "mean_answer_chars": 81.25,
+        "mean_answer_tokens": 40.5,
+        "eval_loss": 1.2345,
+    }
     (run / "eval" / "eval.json").write_text(json.dumps({"num_prompts": 8, "models": [model]}, ensure_ascii=False))
 
     card = render_model_card(run / "final", "assets/demo-model", repo_id="someone/eeve-polite")
@@ -156,8 +171,9 @@ def test_push_uploads_the_folder_with_a_card_naming_the_repo(adapter, tmp_path):
 
 def test_merge_cli(demo_run, tmp_path):
     out = tmp_path / "merged"
-    result = run_script(sys.executable, "scripts/merge_adapter.py", "--model-path", str(demo_run / "final"),
-                        "--output", str(out))
+    result = run_script(
+        sys.executable, "scripts/merge_adapter.py", "--model-path", str(demo_run / "final"), "--output", str(out)
+    )
     assert result.returncode == 0, result.stderr
     assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
     assert "base_model: assets/demo-model" in (out / "README.md").read_text(encoding="utf-8")
@@ -176,5 +192,7 @@ def test_merge_cli_bad_input(capsys, adapter, tmp_path):
     line = cli_error(capsys, "merge_adapter", ["--model-path", str(tmp_path), "--output", str(tmp_path / "m")])
     assert "is not a model or adapter" in line
 
-    load_script("merge_adapter").main(["--model-path", str(adapter), "--output", str(taken), "--overwrite", "--dtype", "float32"])
+    load_script("merge_adapter").main(
+        ["--model-path", str(adapter), "--output", str(taken), "--overwrite", "--dtype", "float32"]
+    )
     assert not (taken / "keep.txt").exists() and (taken / "model.safetensors").is_file()

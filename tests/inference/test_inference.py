@@ -106,8 +106,13 @@ def test_sampling_is_reproducible_with_a_seed(loaded):
     config = SamplingConfig(do_sample=False).generation_config(tokenizer)
     assert not config.do_sample and config.temperature is None  # greedy carries no sampling knobs
     defaults = SamplingConfig().generation_config(tokenizer)
-    assert (defaults.temperature, defaults.top_p, defaults.top_k, defaults.repetition_penalty,
-            defaults.max_new_tokens) == (0.7, 0.9, 50, 1.1, 512)
+    assert (
+        defaults.temperature,
+        defaults.top_p,
+        defaults.top_k,
+        defaults.repetition_penalty,
+        defaults.max_new_tokens,
+    ) == (0.7, 0.9, 50, 1.1, 512)
     with pytest.raises(UserError, match="top_p"):
         SamplingConfig(top_p=0)
 
@@ -137,8 +142,14 @@ def test_chat_keeps_history_resets_and_exits(loaded, monkeypatch):
     monkeypatch.setattr(answer, "generate", recording)
     lines = iter(["밥 먹었어?", "", "뭐 먹었어?", "/reset", "안녕", "/exit", "never read"])
     out = io.StringIO()
-    final = chat_loop(model, tokenizer, SamplingConfig(max_new_tokens=4, do_sample=False), system_prompt="존댓말로.",
-                      read=lambda _: next(lines), out=out)
+    final = chat_loop(
+        model,
+        tokenizer,
+        SamplingConfig(max_new_tokens=4, do_sample=False),
+        system_prompt="존댓말로.",
+        read=lambda _: next(lines),
+        out=out,
+    )
     assert calls[0] == ["존댓말로.", "밥 먹었어?"]
     assert calls[1][:2] == ["존댓말로.", "밥 먹었어?"] and calls[1][3] == "뭐 먹었어?" and len(calls[1]) == 4
     assert calls[2] == ["존댓말로.", "안녕"]  # /reset dropped the earlier turns, kept the system prompt
@@ -160,8 +171,17 @@ def test_chat_cli_answers_one_prompt(demo_run):
     model, tokenizer = load_for_inference(demo_run / "final", device="cpu")
     question = [{"role": "user", "content": "밥 먹었어?"}]
     expected = generate(model, tokenizer, question, max_new_tokens=8, do_sample=False)
-    result = run_script(sys.executable, "scripts/chat.py", "--model-path", str(demo_run / "final"),
-                        "--prompt", "밥 먹었어?", "--greedy", "--max-new-tokens", "8")
+    result = run_script(
+        sys.executable,
+        "scripts/chat.py",
+        "--model-path",
+        str(demo_run / "final"),
+        "--prompt",
+        "밥 먹었어?",
+        "--greedy",
+        "--max-new-tokens",
+        "8",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected + "\n"
 
@@ -197,15 +217,21 @@ def test_fast_path_matches_plain_generate_token_for_token(loaded, monkeypatch):
     from eeve_sft.template import encode_prompt, pad_token_id, stop_token_ids
 
     model, tokenizer = loaded
-    conversations = [*QUESTIONS, [{"role": "user", "content": "뭐 해?"}],
-                     [{"role": "user", "content": "파이썬에서 리스트 뒤집는 법 알려줘"}]]
+    conversations = [
+        *QUESTIONS,
+        [{"role": "user", "content": "뭐 해?"}],
+        [{"role": "user", "content": "파이썬에서 리스트 뒤집는 법 알려줘"}],
+    ]
     prompts = [encode_prompt(tokenizer, c) for c in conversations]
     config = SamplingConfig(max_new_tokens=12, do_sample=False, repetition_penalty=1.0).generation_config(tokenizer)
     plain = []
     for prompt in prompts:  # the reference: transformers' plain generate, one prompt at a time, nothing padded
-        output = model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=int),
-                                generation_config=config)
-        plain.append(output[0, len(prompt):].tolist())
+        output = model.generate(
+            input_ids=torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=int),
+            generation_config=config,
+        )
+        plain.append(output[0, len(prompt) :].tolist())
 
     calls = []
     real_generate = model.generate
@@ -215,8 +241,9 @@ def test_fast_path_matches_plain_generate_token_for_token(loaded, monkeypatch):
         return real_generate(**kwargs)
 
     monkeypatch.setattr(model, "generate", spy)
-    fast = generation.generate_ids(model, prompts, config, pad_token_id(tokenizer), set(stop_token_ids(tokenizer)),
-                                   batch_size=2, progress=False)
+    fast = generation.generate_ids(
+        model, prompts, config, pad_token_id(tokenizer), set(stop_token_ids(tokenizer)), batch_size=2, progress=False
+    )
     assert fast == plain
     assert [c["input_ids"].shape[0] for c in calls] == [2, 2, 2]  # 5 prompts: the last batch is filled to 2 rows
     assert {c["generation_config"].cache_implementation for c in calls} == {"static"}

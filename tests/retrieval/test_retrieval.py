@@ -55,8 +55,14 @@ def test_every_format_is_read_with_headings_and_offsets():
     documents, skipped = load_documents(DOCS)
     assert skipped == []
     assert sorted(d.path for d in documents) == [
-        "accounts.txt", "inbound.md", "inventory_count.md", "picking.md", "putaway.md", "returns.html",
-        "safety.pdf", "shipping.md",
+        "accounts.txt",
+        "inbound.md",
+        "inventory_count.md",
+        "picking.md",
+        "putaway.md",
+        "returns.html",
+        "safety.pdf",
+        "shipping.md",
     ]
     chunks = chunk_documents(documents, 800, 100)
     by_source = {d.path: d for d in documents}
@@ -133,8 +139,9 @@ def test_dense_and_hybrid_search_with_a_tiny_model(tmp_path, tiny_embedder):
     assert all(-1.0001 <= h.score <= 1.0001 for h in dense) and dense[0].score >= dense[-1].score
     bm25 = index.search(query, 5, "bm25")
     hybrid = index.search(query, 5, "hybrid")
-    fused = reciprocal_rank_fusion([[h.chunk.id for h in index.search(query, 50, "bm25")],
-                                    [h.chunk.id for h in index.search(query, 50, "dense")]])
+    fused = reciprocal_rank_fusion(
+        [[h.chunk.id for h in index.search(query, 50, "bm25")], [h.chunk.id for h in index.search(query, 50, "dense")]]
+    )
     assert [h.chunk.id for h in hybrid] == [c for c, _ in fused[:5]]
     assert "5번과 6번 도크" in bm25[0].chunk.text
     report = evaluate(index, load_questions(QUESTIONS), "hybrid")
@@ -153,8 +160,9 @@ def test_query_with_another_embedding_model_is_refused(tmp_path, tiny_embedder):
     other = make_tiny_embedder(tmp_path / "other-model")
     with pytest.raises(UserError, match="was built with embedding model .*not .*other-model"):
         RetrievalIndex(out, embedding_model=str(other))
-    result = run_script(sys.executable, "data_prep/retrieve.py", str(out), "--query", "반품", "--embedding-model",
-                        str(other))
+    result = run_script(
+        sys.executable, "data_prep/retrieve.py", str(out), "--query", "반품", "--embedding-model", str(other)
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "was built with embedding model" in errors[0]
@@ -187,8 +195,12 @@ def test_bad_files_are_skipped_and_counted_not_fatal(tmp_path):
         assert f"skipped {name}:" in result.stderr
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text(encoding="utf-8"))
     reasons = {s["path"]: s["reason"] for s in manifest["skipped"]}
-    assert reasons == {"locked.pdf": "encrypted_pdf", "broken.pdf": "unreadable", "table.xlsx": "unknown_format",
-                       "latin1.txt": "not_utf8"}
+    assert reasons == {
+        "locked.pdf": "encrypted_pdf",
+        "broken.pdf": "unreadable",
+        "table.xlsx": "unknown_format",
+        "latin1.txt": "not_utf8",
+    }
     assert manifest["counts"] == {"files": 6, "documents": 2, "skipped": 4, "chunks": manifest["counts"]["chunks"]}
 
 
@@ -212,8 +224,15 @@ def test_unusable_docs_folder_is_one_line_and_exit_2(tmp_path, setup, message):
 
 def test_retrieve_cli_json_and_stdin(tmp_path, wms_index):
     queries = '{"query": "택배 상차 마감은 몇 시야?"}\n{"query": "계정이 잠겼는데 어떻게 풀어?"}\n'
-    result = subprocess.run([sys.executable, "data_prep/retrieve.py", str(wms_index.dir), "--json", "--top-k", "2"],
-                            check=False, cwd=REPO, input=queries, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "data_prep/retrieve.py", str(wms_index.dir), "--json", "--top-k", "2"],
+        check=False,
+        cwd=REPO,
+        input=queries,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["query"] for r in rows] == ["택배 상차 마감은 몇 시야?", "계정이 잠겼는데 어떻게 풀어?"]
@@ -236,8 +255,12 @@ def test_context_layout_keeps_passages_out_of_speech_level_and_rewrite(wms_index
     rewritten = to_banmal(turn)
     assert rewritten.rsplit("\n\n", 1)[0] == turn.rsplit("\n\n", 1)[0]  # passages untouched
     assert classify(rewritten) == "banmal"
-    assert sources_of(hits)[0] == {"source": "inbound.md", "headings": ["입고 관리", "차량 도착과 하차"],
-                                   "start": hits[0].chunk.start, "end": hits[0].chunk.end}
+    assert sources_of(hits)[0] == {
+        "source": "inbound.md",
+        "headings": ["입고 관리", "차량 도착과 하차"],
+        "start": hits[0].chunk.start,
+        "end": hits[0].chunk.end,
+    }
 
 
 def test_chat_loop_with_rag_shows_the_model_the_passages_and_prints_sources(wms_index):
@@ -250,8 +273,14 @@ def test_chat_loop_with_rag_shows_the_model_the_passages_and_prints_sources(wms_
     model, tokenizer = load_for_inference(DEMO_MODEL, device="cpu")
     lines = iter(["택배 상차 마감은 몇 시야?", "/exit"])
     out = io.StringIO()
-    messages = chat_loop(model, tokenizer, SamplingConfig(max_new_tokens=4, do_sample=False),
-                         read=lambda _prompt: next(lines), out=out, augment=rag_augmenter(wms_index, 2))
+    messages = chat_loop(
+        model,
+        tokenizer,
+        SamplingConfig(max_new_tokens=4, do_sample=False),
+        read=lambda _prompt: next(lines),
+        out=out,
+        augment=rag_augmenter(wms_index, 2),
+    )
     user = messages[0]["content"]
     assert user == format_context("택배 상차 마감은 몇 시야?", wms_index.search("택배 상차 마감은 몇 시야?", 2))
     assert "출처 [1] shipping.md · 출고와 배송 > 상차와 출고 확정" in out.getvalue()
@@ -259,8 +288,19 @@ def test_chat_loop_with_rag_shows_the_model_the_passages_and_prints_sources(wms_
 
 
 def test_chat_cli_rag_prompt_prints_sources_and_bad_index_is_one_line(tmp_path, wms_index):
-    base = [sys.executable, "scripts/chat.py", "--model-path", str(DEMO_MODEL), "--device", "cpu",
-            "--max-new-tokens", "4", "--greedy", "--prompt", "반품 번호 없이 상품이 오면 어떻게 해?"]
+    base = [
+        sys.executable,
+        "scripts/chat.py",
+        "--model-path",
+        str(DEMO_MODEL),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "4",
+        "--greedy",
+        "--prompt",
+        "반품 번호 없이 상품이 오면 어떻게 해?",
+    ]
     result = run_script(*base, "--rag", str(wms_index.dir), "--rag-top-k", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     sources = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("출처")]

@@ -39,9 +39,7 @@ def kiwi():
 
 def content_words(kiwi, text: str) -> list[tuple[str, str]]:
     """Content morphemes (form, tag): nouns, numbers, foreign words, verb and adjective stems, roots."""
-    return [
-        (tok.form, tok.tag.split("-")[0]) for tok in kiwi.tokenize(text) if tok.tag.split("-")[0] in CONTENT_TAGS
-    ]
+    return [(tok.form, tok.tag.split("-")[0]) for tok in kiwi.tokenize(text) if tok.tag.split("-")[0] in CONTENT_TAGS]
 
 
 def lost_words(kiwi, source: str, converted: str) -> list[tuple[str, str]]:
@@ -187,7 +185,7 @@ def test_polite_and_banmal_sentences_together_are_mixed(text):
         "『너 뭐 해?』라는 제목의 책이에요.",
         "'됐어'라는 말은 조금 차갑게 들릴 수 있어요.",
         "코드는 다음과 같습니다.\n```python\nprint('안녕')  # 끝났어\nx = 1  # 이건 반말이야\n```\n실행해 보세요.",
-        "`git commit -m \"고쳤어\"`를 실행하세요.",
+        '`git commit -m "고쳤어"`를 실행하세요.',
         "> 이건 인용한 반말이야\n위 문장은 반말입니다.",
         "설명은 아래에 있습니다.\n```\n덜 닫힌 코드 블록이야\n",
     ],
@@ -330,8 +328,13 @@ def test_batch_converters_match_one_by_one(sentences):
 
 def run_cli(*args: str, stdin: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(CLI), *args], input=stdin, cwd=REPO, capture_output=True, text=True,
-        encoding="utf-8", timeout=120,
+        [sys.executable, str(CLI), *args],
+        input=stdin,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
     )
 
 

@@ -12,8 +12,12 @@ CONFIGS = REPO / "accelerate_configs"
 
 @pytest.mark.parametrize(
     "name, distributed, zero_stage",
-    [("single_gpu", "NO", None), ("multi_gpu", "MULTI_GPU", None), ("deepspeed_zero2", "DEEPSPEED", 2),
-     ("deepspeed_zero3", "DEEPSPEED", 3)],
+    [
+        ("single_gpu", "NO", None),
+        ("multi_gpu", "MULTI_GPU", None),
+        ("deepspeed_zero2", "DEEPSPEED", 2),
+        ("deepspeed_zero3", "DEEPSPEED", 3),
+    ],
 )
 def test_config_loads_with_accelerate(name, distributed, zero_stage):
     config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
@@ -33,8 +37,10 @@ def test_zero3_recipe_stores_4bit_weights_as_bf16():
 
 
 def test_qlora_without_bf16_storage_is_refused_under_zero3(monkeypatch):
-    default, zero3, bf16 = (parse_recipe(REPO / f"recipes/{name}.yaml", check_device=False)
-                            for name in ("eeve_banmal_original", "eeve_banmal_zero3", "eeve_banmal_bf16"))
+    default, zero3, bf16 = (
+        parse_recipe(REPO / f"recipes/{name}.yaml", check_device=False)
+        for name in ("eeve_banmal_original", "eeve_banmal_zero3", "eeve_banmal_bf16")
+    )
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # what `accelerate launch` sets for a DeepSpeed config
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(UserError, match="bnb_4bit_quant_storage: bfloat16"):
@@ -56,8 +62,10 @@ def test_every_readme_launch_command_names_existing_files():
                     assert (REPO / token).is_file(), token
 
 
-@pytest.mark.parametrize("name, single_node", [("multi_node_ddp", "multi_gpu"), ("multi_node_zero2", "deepspeed_zero2"),
-                                               ("multi_node_zero3", "deepspeed_zero3")])
+@pytest.mark.parametrize(
+    "name, single_node",
+    [("multi_node_ddp", "multi_gpu"), ("multi_node_zero2", "deepspeed_zero2"), ("multi_node_zero3", "deepspeed_zero3")],
+)
 def test_multi_node_configs_differ_from_their_single_node_config_only_in_the_machines(name, single_node):
     config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
     single = load_config_from_file(str(CONFIGS / f"{single_node}.yaml"))

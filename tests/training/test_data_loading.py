@@ -60,9 +60,15 @@ def test_an_unreadable_jsonl_file_is_one_error(tmp_path):
 
 
 def test_a_name_that_is_neither_local_nor_on_the_hub_is_one_line():
-    result = run_script(sys.executable, "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"),
-                        "--dataset_name", "data/not_built_yet")
+    result = run_script(
+        sys.executable,
+        "scripts/preview_data.py",
+        str(REPO / "recipes/demo_cpu.yaml"),
+        "--dataset_name",
+        "data/not_built_yet",
+    )
     assert result.returncode == 2
     line = error_line(result)
     assert line.startswith(
-        "error: dataset 'data/not_built_yet' is not a local file or directory and cannot be loaded from the Hub: ")
+        "error: dataset 'data/not_built_yet' is not a local file or directory and cannot be loaded from the Hub: "
+    )

@@ -13,8 +13,17 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is installed with the dev ext
 
 
 def deepspeed_launcher(config: str) -> tuple[str, ...]:
-    return (sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            str(REPO / f"accelerate_configs/{config}.yaml"), "--num_processes", "1", "--mixed_precision", "no")
+    return (
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / f"accelerate_configs/{config}.yaml"),
+        "--num_processes",
+        "1",
+        "--mixed_precision",
+        "no",
+    )
 
 
 def max_weight_difference(a, b) -> float:

@@ -40,7 +40,9 @@ def test_no_human_or_system_token_is_trained(demo_tokenizer):
     for message in MULTI:
         if message["role"] != "assistant":
             assert message["content"] in masked_text
-    trained_text = demo_tokenizer.decode([t for t, lab in zip(row["input_ids"], row["labels"]) if lab != IGNORE_INDEX])
+    trained_text = demo_tokenizer.decode(
+        [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != IGNORE_INDEX]
+    )
     assert "Human:" not in trained_text and "Assistant:" not in trained_text and "요리 선생님" not in trained_text
 
 
@@ -52,8 +54,9 @@ def test_pad_is_not_eos_and_generation_stops_on_both_eos_ids(demo_tokenizer):
 
 def test_rendering_follows_the_official_template(demo_tokenizer):
     text = demo_tokenizer.apply_chat_template(SINGLE, tokenize=False)
-    assert text == (f"<s>{DEFAULT_SYSTEM_PROMPT}\nHuman: {SINGLE[0]['content']}\n"
-                     f"Assistant: {SINGLE[1]['content']}<|im_end|>")
+    assert text == (
+        f"<s>{DEFAULT_SYSTEM_PROMPT}\nHuman: {SINGLE[0]['content']}\nAssistant: {SINGLE[1]['content']}<|im_end|>"
+    )
     with_system = demo_tokenizer.apply_chat_template(MULTI, tokenize=False)
     assert with_system.startswith("<s>당신은 친절한 요리 선생님입니다.\nHuman: 김치찌개 어떻게 끓여?\nAssistant: ")
     assert DEFAULT_SYSTEM_PROMPT not in with_system
@@ -81,7 +84,10 @@ def test_unknown_role_is_rejected_by_the_template(demo_tokenizer):
 def test_truncated_away_answers_are_dropped_and_counted(demo_tokenizer):
     from datasets import Dataset
 
-    long_question = [{"role": "user", "content": "아주 긴 질문이야 " * 200}, {"role": "assistant", "content": "네, 알겠어요."}]
+    long_question = [
+        {"role": "user", "content": "아주 긴 질문이야 " * 200},
+        {"role": "assistant", "content": "네, 알겠어요."},
+    ]
     # A limit that cuts MULTI's second answer but keeps its first, and leaves the long question no answer at all.
     limit = len(tokenize_conversation(MULTI, demo_tokenizer, max_length=None)["input_ids"]) - 5
     ds = Dataset.from_list([{"messages": MULTI[:3]}, {"messages": long_question}, {"messages": MULTI}])
@@ -111,6 +117,12 @@ def test_conversation_problems_are_named(messages, problem):
 
 
 def test_tokenizer_round_trips_any_text(demo_tokenizer):
-    for text in ["존댓말로 답해 주세요 😊", "Hello, EEVE! 3.14 ≈ π", "日本語と中文も", "탭\t과 줄바꿈\n\n두 번", "👨‍👩‍👧 🇰🇷"]:
+    for text in [
+        "존댓말로 답해 주세요 😊",
+        "Hello, EEVE! 3.14 ≈ π",
+        "日本語と中文も",
+        "탭\t과 줄바꿈\n\n두 번",
+        "👨‍👩‍👧 🇰🇷",
+    ]:
         ids = demo_tokenizer(text, add_special_tokens=False)["input_ids"]
         assert demo_tokenizer.decode(ids) == text

@@ -27,6 +27,7 @@ torchrun nodes, and why a test here must never leave one machine behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -46,8 +47,20 @@ from eeve_sft.training.distributed import is_lost_process, stop_when_a_process_i
 from helpers import DEMO_RECIPE, REPO, run_script
 
 # A few steps, checkpoints every 2, no evaluation: short, and long enough to stop a machine mid-run and resume.
-FLAGS = ["--max_steps", "6", "--logging_steps", "1", "--save_steps", "2", "--eval_strategy", "no",
-         "--load_best_model_at_end", "false", "--early_stopping_patience", "null"]
+FLAGS = [
+    "--max_steps",
+    "6",
+    "--logging_steps",
+    "1",
+    "--save_steps",
+    "2",
+    "--eval_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+    "--early_stopping_patience",
+    "null",
+]
 GLOBAL_ROWS = 4  # packed rows per optimizer step: 4 in one process, 2 in each of two
 # Two processes sum their gradients in another order than one process does. Steps 1 and 2 (the first at learning
 # rate 0) differ by rounding only (1e-7 relative); then Adam's first updates, close to lr x the sign of each
@@ -68,8 +81,13 @@ def free_port() -> int:
 
 def node_env() -> dict:
     # One thread per process: two processes share 2 cores. Offline like every test.
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def slurm_commands(tmp_path: Path, nodes: int, recipe_args: list[str], **env: str) -> tuple[int, list[list[str]], str]:
@@ -82,18 +100,30 @@ def slurm_commands(tmp_path: Path, nodes: int, recipe_args: list[str], **env: st
     scripts = {
         # srun: one task per node, one after the other, each with its SLURM_NODEID
         "srun": '#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
-                'for ((n = 0; n < SLURM_NNODES; n++)); do SLURM_NODEID=$n "$@" || exit $?; done\n',
+        'for ((n = 0; n < SLURM_NNODES; n++)); do SLURM_NODEID=$n "$@" || exit $?; done\n',
         "scontrol": '#!/bin/bash\necho "$3" | tr , "\\n"\n',
-        "accelerate": f'#!/bin/bash\nexec {shlex.quote(sys.executable)} -c '
-                      '"import json, sys; print(json.dumps(sys.argv[1:]))" "$@" >> ' + shlex.quote(str(log)) + "\n",
+        "accelerate": f"#!/bin/bash\nexec {shlex.quote(sys.executable)} -c "
+        '"import json, sys; print(json.dumps(sys.argv[1:]))" "$@" >> ' + shlex.quote(str(log)) + "\n",
     }
     for name, text in scripts.items():
         (fake / name).write_text(text, encoding="utf-8")
         (fake / name).chmod(0o755)
-    environment = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "SLURM_NNODES": str(nodes),
-                   "SLURM_JOB_NODELIST": ",".join(["127.0.0.1"] + [f"node{i}" for i in range(1, nodes)]), **env}
-    result = subprocess.run(["bash", "scripts/launch.slurm", *recipe_args], cwd=REPO, env=environment,
-                            capture_output=True, text=True, timeout=60, check=False)
+    environment = {
+        **os.environ,
+        "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_NNODES": str(nodes),
+        "SLURM_JOB_NODELIST": ",".join(["127.0.0.1"] + [f"node{i}" for i in range(1, nodes)]),
+        **env,
+    }
+    result = subprocess.run(
+        ["bash", "scripts/launch.slurm", *recipe_args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return result.returncode, calls, result.stderr
 
@@ -111,22 +141,48 @@ def machine_dir(root: Path, rank: int) -> Path:
 class Machines:
     """Both machines' `accelerate launch` processes; every process they start is stopped when the test ends."""
 
-    def __init__(self, name: str, tmp_path: Path, output_dir: Path, *extra: str,
-                 config: str = "accelerate_configs/multi_node_ddp.yaml"):
+    def __init__(
+        self,
+        name: str,
+        tmp_path: Path,
+        output_dir: Path,
+        *extra: str,
+        config: str = "accelerate_configs/multi_node_ddp.yaml",
+    ):
         port = free_port()
         status, calls, stderr = slurm_commands(
-            tmp_path, 2, [str(DEMO_RECIPE.relative_to(REPO)), "--output_dir", str(output_dir),
-                          "--per_device_train_batch_size", str(GLOBAL_ROWS // 2), *FLAGS, *extra],
-            CONFIG=config, GPUS_PER_NODE="1", MAIN_PORT=str(port), ACCELERATE_ARGS="--mixed_precision no")
+            tmp_path,
+            2,
+            [
+                str(DEMO_RECIPE.relative_to(REPO)),
+                "--output_dir",
+                str(output_dir),
+                "--per_device_train_batch_size",
+                str(GLOBAL_ROWS // 2),
+                *FLAGS,
+                *extra,
+            ],
+            CONFIG=config,
+            GPUS_PER_NODE="1",
+            MAIN_PORT=str(port),
+            ACCELERATE_ARGS="--mixed_precision no",
+        )
         assert status == 0 and len(calls) == 2, stderr
         self.dirs = [machine_dir(tmp_path, rank) for rank in (0, 1)]
         self.logs = [tmp_path / f"{name}_machine{rank}.log" for rank in (0, 1)]
         self.procs = []
         for rank, args in enumerate(calls):
             with open(self.logs[rank], "wb") as log:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "accelerate.commands.launch", *args[1:]], cwd=self.dirs[rank],
-                    env=node_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "accelerate.commands.launch", *args[1:]],
+                        cwd=self.dirs[rank],
+                        env=node_env(),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         self.tree = [psutil.Process(p.pid) for p in self.procs]
 
     def processes(self, rank: int) -> list[psutil.Process]:
@@ -153,15 +209,11 @@ class Machines:
     def stop(self) -> None:
         for rank in (0, 1):
             for proc in self.processes(rank):
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     proc.send_signal(signal.SIGKILL)
-                except psutil.NoSuchProcess:
-                    pass
         for proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def wait_for(path: Path, machines: Machines, timeout: float = NODE_TIMEOUT) -> None:
@@ -187,8 +239,16 @@ def max_weight_difference(a: Path, b: Path) -> float:
 def one_process(tmp_path_factory) -> Path:
     """The reference: one process, the same global batch (4 packed rows per step)."""
     out = tmp_path_factory.mktemp("one_process") / "run"
-    result = run_script(sys.executable, "scripts/sft.py", str(DEMO_RECIPE), "--output_dir", str(out),
-                        "--per_device_train_batch_size", str(GLOBAL_ROWS), *FLAGS)
+    result = run_script(
+        sys.executable,
+        "scripts/sft.py",
+        str(DEMO_RECIPE),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        str(GLOBAL_ROWS),
+        *FLAGS,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -221,11 +281,16 @@ def two_machines(tmp_path_factory):
 
 
 def test_launch_slurm_starts_one_accelerate_launch_per_node(tmp_path):
-    status, calls, _ = slurm_commands(tmp_path, 3, ["recipes/demo_cpu.yaml", "--system_prompt", "두 단어 이상"],
-                                      SLURM_GPUS_ON_NODE="4", MAIN_PORT="29999")
+    status, calls, _ = slurm_commands(
+        tmp_path,
+        3,
+        ["recipes/demo_cpu.yaml", "--system_prompt", "두 단어 이상"],
+        SLURM_GPUS_ON_NODE="4",
+        MAIN_PORT="29999",
+    )
     assert status == 0 and len(calls) == 3
     for rank, args in enumerate(calls):
-        flags = dict(zip(args[1::2], args[2::2]))
+        flags = dict(zip(args[1::2], args[2::2], strict=False))
         assert args[0] == "launch"
         assert flags["--config_file"] == "accelerate_configs/multi_node_ddp.yaml"
         assert flags["--num_machines"] == "3" and flags["--num_processes"] == "12"
@@ -239,7 +304,8 @@ def test_launch_slurm_refuses_a_missing_recipe_in_one_line(tmp_path):
     status, calls, stderr = slurm_commands(tmp_path, 2, ["recipes/no_such_recipe.yaml"])
     assert status == 2 and not calls
     assert stderr.strip().splitlines() == [
-        "error: recipes/no_such_recipe.yaml not found (submit from the repository root)"]
+        "error: recipes/no_such_recipe.yaml not found (submit from the repository root)"
+    ]
     status, calls, stderr = slurm_commands(tmp_path, 2, [])
     assert status == 2 and not calls and stderr.strip().startswith("error: usage:")
 
@@ -261,16 +327,17 @@ def test_only_collective_failures_become_the_lost_process_line(tmp_path):
     for err in (gloo, dist.DistBackendError("NCCL communicator was aborted"), dist.DistNetworkError("timed out")):
         assert is_lost_process(err)
     assert not is_lost_process(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
-    with pytest.raises(UserError, match="no checkpoint was written yet"):
-        with stop_when_a_process_is_lost(tmp_path / "none"):
-            raise gloo
+    with (
+        pytest.raises(UserError, match="no checkpoint was written yet"),
+        stop_when_a_process_is_lost(tmp_path / "none"),
+    ):
+        raise gloo
     (tmp_path / "checkpoint-4").mkdir()
-    with pytest.raises(UserError, match=f"resume from {tmp_path / 'checkpoint-4'} by relaunching"):
-        with stop_when_a_process_is_lost(tmp_path):
-            raise gloo
-    with pytest.raises(ValueError, match="a bug"):
-        with stop_when_a_process_is_lost(tmp_path):
-            raise ValueError("a bug")
+    resumed = f"resume from {tmp_path / 'checkpoint-4'} by relaunching"
+    with pytest.raises(UserError, match=resumed), stop_when_a_process_is_lost(tmp_path):
+        raise gloo
+    with pytest.raises(ValueError, match="a bug"), stop_when_a_process_is_lost(tmp_path):
+        raise ValueError("a bug")
 
 
 def test_two_machines_train_as_one_process_and_resume(two_machines, one_process):
@@ -281,8 +348,9 @@ def test_two_machines_train_as_one_process_and_resume(two_machines, one_process)
     reference, resumed = losses_by_step(one_process), losses_by_step(out)
     assert sorted(resumed) == sorted(reference) == [1, 2, 3, 4, 5, 6]
     assert [resumed[1], resumed[2]] == pytest.approx([reference[1], reference[2]], rel=FIRST_STEPS_RTOL)
-    assert [resumed[s] for s in sorted(resumed)] == pytest.approx([reference[s] for s in sorted(reference)],
-                                                                  rel=LOSS_RTOL)
+    assert [resumed[s] for s in sorted(resumed)] == pytest.approx(
+        [reference[s] for s in sorted(reference)], rel=LOSS_RTOL
+    )
 
 
 def test_only_the_main_process_writes_the_run_record(two_machines):
@@ -302,8 +370,9 @@ def test_deepspeed_on_two_machines_trains_as_ddp(stage, two_machines, one_proces
     pytest.importorskip("deepspeed", reason="DeepSpeed is installed with the dev extra")
     ddp = two_machines[0]
     out = tmp_path / "shared" / "run"
-    machines = Machines(f"zero{stage}", tmp_path, out, "--save_strategy", "no",
-                        config=f"accelerate_configs/multi_node_zero{stage}.yaml")
+    machines = Machines(
+        f"zero{stage}", tmp_path, out, "--save_strategy", "no", config=f"accelerate_configs/multi_node_zero{stage}.yaml"
+    )
     try:
         assert machines.wait() == [0, 0], machines.output(0)[-3000:] + machines.output(1)[-3000:]
     finally:

@@ -32,8 +32,13 @@ def test_every_shipped_recipe_parses_and_passes_training_checks(path, monkeypatc
     # The GPU recipes use flex attention and Liger kernels: pretend to be a GPU machine with the liger extra.
     monkeypatch.setattr("eeve_sft.training.recipe.gpu_available", lambda: True)
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: importlib.machinery.ModuleSpec(name, None)
-                        if name == "liger_kernel" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            importlib.machinery.ModuleSpec(name, None) if name == "liger_kernel" else real_find_spec(name, *a)
+        ),
+    )
     recipe = parse_recipe(path, check_device=False)
     check_for_training(recipe)
     assert recipe.model.model_name_or_path
@@ -43,8 +48,15 @@ def test_default_recipe_is_the_original_plus_speed_settings_only():
     original = parse_recipe(REPO / "recipes/eeve_banmal_original.yaml", check_device=False).resolved
     default = parse_recipe(REPO / "recipes/eeve_banmal.yaml", check_device=False).resolved
     changed = {k for k in original.keys() | default.keys() if original.get(k) != default.get(k)}
-    assert changed == {"output_dir", "packing", "packing_strategy",
-                       "gradient_accumulation_steps", "pad_to_multiple_of", "attn_implementation", "use_liger_kernel"}
+    assert changed == {
+        "output_dir",
+        "packing",
+        "packing_strategy",
+        "gradient_accumulation_steps",
+        "pad_to_multiple_of",
+        "attn_implementation",
+        "use_liger_kernel",
+    }
     assert default["packing"] and default["attn_implementation"] == "flex_attention"
 
 
@@ -54,7 +66,8 @@ def test_default_recipe_reproduces_the_original_hyperparameters():
     assert m.model_name_or_path == "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
     assert (m.lora_r, m.lora_alpha, m.lora_dropout) == (64, 128, 0.05)
     assert sorted(m.lora_target_modules) == sorted(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     assert m.load_in_4bit and m.bnb_4bit_quant_type == "nf4" and m.use_bnb_nested_quant and m.dtype == "bfloat16"
     assert (t.num_train_epochs, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (2, 4, 4)
     assert (t.learning_rate, t.max_length, t.warmup_steps, t.weight_decay) == (1e-4, 2048, 0.05, 0.01)
@@ -127,7 +140,9 @@ def test_cross_key_checks(tmp_path):
     assert "early_stopping_patience needs" in check("model_name_or_path: m\nearly_stopping_patience: 2\n")
     assert "null turns early stopping off" in check("model_name_or_path: m\nearly_stopping_patience: 0\n")
     assert "packing needs max_length" in check("model_name_or_path: m\npacking: true\nmax_length: null\n")
-    assert "8 bit and 4 bit" in error_of(write(tmp_path, "model_name_or_path: m\nload_in_4bit: true\nload_in_8bit: true\n"))
+    assert "8 bit and 4 bit" in error_of(
+        write(tmp_path, "model_name_or_path: m\nload_in_4bit: true\nload_in_8bit: true\n")
+    )
 
 
 def test_sft_cli_rejects_a_bad_recipe_with_one_line_and_writes_nothing(tmp_path):
@@ -135,7 +150,9 @@ def test_sft_cli_rejects_a_bad_recipe_with_one_line_and_writes_nothing(tmp_path)
     recipe = write(tmp_path, f"base_recipe: {REPO / 'recipes/demo_cpu.yaml'}\nmax_seq_length: 128\n")
     result = run_script(sys.executable, "scripts/sft.py", str(recipe), "--output_dir", str(out))
     assert result.returncode == 2
-    assert error_line(result) == f"error: recipe {recipe}: unknown key 'max_seq_length'; it was renamed, use 'max_length'"
+    assert (
+        error_line(result) == f"error: recipe {recipe}: unknown key 'max_seq_length'; it was renamed, use 'max_length'"
+    )
     assert not out.exists()
 
 
@@ -143,7 +160,9 @@ def test_liger_kernels_without_the_package_are_refused_before_loading(tmp_path, 
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real_find_spec(name, *a)
+    )
     recipe = parse_recipe(write(tmp_path, "model_name_or_path: m\nuse_liger_kernel: true\n"), check_device=False)
     with pytest.raises(UserError, match=r'use_liger_kernel: true needs liger-kernel: pip install -e "\.\[liger\]"'):
         check_for_training(recipe)

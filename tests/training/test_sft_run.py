@@ -14,8 +14,13 @@ def test_run_leaves_recipe_info_logs_and_a_final_adapter(demo_run):
     for name in ("recipe.yaml", "run_info.json", "train.log", "metrics.jsonl", "summary.json"):
         assert (demo_run / name).is_file(), name
     final = demo_run / "final"
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
-                 "generation_config.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "generation_config.json",
+    ):
         assert (final / name).is_file(), name
     assert "Assistant:" in (final / "chat_template.jinja").read_text(encoding="utf-8")
     generation = json.loads((final / "generation_config.json").read_text())
@@ -25,8 +30,18 @@ def test_run_leaves_recipe_info_logs_and_a_final_adapter(demo_run):
     assert generation["eos_token_id"] == [tokenizer.eos_token_id, 2] and generation["pad_token_id"] == 2
 
     info = json.loads((demo_run / "run_info.json").read_text())
-    for key in ("git_commit", "git_dirty", "packages", "python", "torch", "cuda", "gpus", "dataset_fingerprints",
-                "seed", "command"):
+    for key in (
+        "git_commit",
+        "git_dirty",
+        "packages",
+        "python",
+        "torch",
+        "cuda",
+        "gpus",
+        "dataset_fingerprints",
+        "seed",
+        "command",
+    ):
         assert key in info, key
     assert info["packages"]["trl"] and info["dataset_fingerprints"]["train"]
 
@@ -77,15 +92,27 @@ def test_resume_from_latest_checkpoint(demo_run, tmp_path):
 
 def test_bad_data_row_fails_before_training_and_writes_nothing(tmp_path):
     data = tmp_path / "bad.jsonl"
-    rows = [{"messages": [{"role": "user", "content": "안녕?"}, {"role": "assistant", "content": "안녕하세요!"}]},
-            {"messages": [{"role": "user", "content": "뭐 해?"}, {"role": "bot", "content": "쉬고 있어요."}]}]
+    rows = [
+        {"messages": [{"role": "user", "content": "안녕?"}, {"role": "assistant", "content": "안녕하세요!"}]},
+        {"messages": [{"role": "user", "content": "뭐 해?"}, {"role": "bot", "content": "쉬고 있어요."}]},
+    ]
     data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    result = train_demo(out, "--dataset_name", str(data), "--eval_strategy", "no", "--load_best_model_at_end", "false",
-                        "--early_stopping_patience", "null")
+    result = train_demo(
+        out,
+        "--dataset_name",
+        str(data),
+        "--eval_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--early_stopping_patience",
+        "null",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert error_line(result) == (
-        f"error: {data} line 2: message 1 has role 'bot'; expected one of system, user, assistant")
+        f"error: {data} line 2: message 1 has role 'bot'; expected one of system, user, assistant"
+    )
     assert not out.exists()
 
 
@@ -98,7 +125,9 @@ def test_missing_dataset_file_is_one_line(tmp_path):
 def test_preview_json_matches_training_tokenization(demo_tokenizer):
     from eeve_sft.training.data import tokenize_conversation
 
-    result = run_script(sys.executable, "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"), "--num", "3", "--json")
+    result = run_script(
+        sys.executable, "scripts/preview_data.py", str(REPO / "recipes/demo_cpu.yaml"), "--num", "3", "--json"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 3

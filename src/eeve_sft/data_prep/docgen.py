@@ -36,9 +36,7 @@ from ..validation import SchemaError, build, limits
 
 Generate = Callable[[list[list[dict]], dict], list[GenerationResult]]  # (conversations, sampling) -> results
 
-QUESTION_SYSTEM = (
-    "당신은 회사 업무 문서를 읽고, 그 문서를 쓰는 직원이 실제로 물어볼 만한 질문을 만드는 도우미입니다."
-)
+QUESTION_SYSTEM = "당신은 회사 업무 문서를 읽고, 그 문서를 쓰는 직원이 실제로 물어볼 만한 질문을 만드는 도우미입니다."
 QUESTION_PROMPT = (
     "위 문서를 읽고, 이 문서로 답할 수 있는 질문을 {n}개 만들어 주세요. "
     "질문은 존댓말 한 문장으로, 한 줄에 하나씩, 번호를 붙여 써 주세요."
@@ -82,8 +80,14 @@ class DocGenConfig:
             raise SchemaError(f"'retrieval_mode' must be bm25, dense or hybrid, got {self.retrieval_mode!r}")
 
     def sampling(self, max_new_tokens: int) -> dict:
-        return {"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": self.temperature,
-                "top_p": self.top_p, "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+        return {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+            "seed": self.seed,
+        }
 
 
 def load_config(path: str | Path | None, **overrides) -> DocGenConfig:
@@ -114,8 +118,10 @@ def normalise_text(text: str) -> str:
 
 def question_prompt(chunk: Chunk, n: int) -> list[dict]:
     quoted = format_context("", [Hit(1, 0.0, chunk)]).rstrip()
-    return [{"role": "system", "content": QUESTION_SYSTEM},
-            {"role": "user", "content": f"{quoted}\n\n{QUESTION_PROMPT.format(n=n)}"}]
+    return [
+        {"role": "system", "content": QUESTION_SYSTEM},
+        {"role": "user", "content": f"{quoted}\n\n{QUESTION_PROMPT.format(n=n)}"},
+    ]
 
 
 def answer_prompt(question: str, hits: list[Hit]) -> list[dict]:
@@ -157,9 +163,10 @@ class Candidate:
         return format_context(self.question, self.hits)
 
     def row(self) -> dict:
-        return {"messages": [{"role": "user", "content": self.user_turn()},
-                             {"role": "assistant", "content": self.answer}],
-                "sources": sources_of(self.hits)}
+        return {
+            "messages": [{"role": "user", "content": self.user_turn()}, {"role": "assistant", "content": self.answer}],
+            "sources": sources_of(self.hits),
+        }
 
 
 class Tally:
@@ -188,8 +195,9 @@ class DocGenResult:
 
 
 class DocGen:
-    def __init__(self, index: RetrievalIndex, generate: Generate, config: DocGenConfig,
-                 model_name: str = "", speech=None) -> None:
+    def __init__(
+        self, index: RetrievalIndex, generate: Generate, config: DocGenConfig, model_name: str = "", speech=None
+    ) -> None:
         from .. import speech_level
 
         self.index = index
@@ -315,8 +323,12 @@ class DocGen:
             "index": str(self.index.dir),
             "index_documents": [f["path"] for f in self.index.manifest["files"]],
             "config": asdict(self.config),
-            "counts": {"chunks": len(chunks), "questions": len(candidates), "rows": len(kept),
-                       "banmal_questions": sum(c.banmal for c in kept)},
+            "counts": {
+                "chunks": len(chunks),
+                "questions": len(candidates),
+                "rows": len(kept),
+                "banmal_questions": sum(c.banmal for c in kept),
+            },
             "stages": self.tally.as_dict(),
             "banmal_rewrite": rewrite,
             "mean_groundedness": round(sum(c.groundedness for c in kept) / len(kept), 4) if kept else None,
@@ -337,13 +349,19 @@ def render_data_card(stats: dict, rows: list[Candidate], examples: dict[str, lis
         "",
         f"- model: `{stats['model']}`",
         f"- index: `{stats['index']}` ({len(stats['index_documents'])} documents)",
-        (f"- chunks used: {c['chunks']}; questions kept: {c['questions']}; rows kept: {c['rows']} "
-        f"({c['banmal_questions']} with a 반말 question)"),
-        (f"- groundedness threshold: {stats['config']['min_groundedness']}; mean groundedness of kept rows: "
-        f"{stats['mean_groundedness']}"),
-        (f"- generated tokens: {stats['generated_tokens']['question']} for questions, "
-        f"{stats['generated_tokens']['answer']} for answers; {stats['speed']['tokens_per_s']} tokens/s; "
-        f"{stats['speed']['rows_per_hour']} rows/hour"),
+        (
+            f"- chunks used: {c['chunks']}; questions kept: {c['questions']}; rows kept: {c['rows']} "
+            f"({c['banmal_questions']} with a 반말 question)"
+        ),
+        (
+            f"- groundedness threshold: {stats['config']['min_groundedness']}; mean groundedness of kept rows: "
+            f"{stats['mean_groundedness']}"
+        ),
+        (
+            f"- generated tokens: {stats['generated_tokens']['question']} for questions, "
+            f"{stats['generated_tokens']['answer']} for answers; {stats['speed']['tokens_per_s']} tokens/s; "
+            f"{stats['speed']['rows_per_hour']} rows/hour"
+        ),
         "",
         "## Removed, per stage and reason",
         "",
@@ -354,8 +372,14 @@ def render_data_card(stats: dict, rows: list[Candidate], examples: dict[str, lis
         for reason, n in reasons.items():
             lines.append(f"| {stage} | {reason} | {n} |")
     rw = stats["banmal_rewrite"]
-    lines += ["", (f"반말 rewrite: {rw['rewritten']} of a target {rw['target']} questions "
-              f"({rw['not_banmal']} rewrites did not read as 반말 and were not used)."), ""]
+    lines += [
+        "",
+        (
+            f"반말 rewrite: {rw['rewritten']} of a target {rw['target']} questions "
+            f"({rw['not_banmal']} rewrites did not read as 반말 and were not used)."
+        ),
+        "",
+    ]
     if examples:
         lines += ["## Rejected examples", ""]
         for key, items in examples.items():
@@ -375,8 +399,16 @@ def render_data_card(stats: dict, rows: list[Candidate], examples: dict[str, lis
     return "\n".join(lines)
 
 
-def generate_from_docs(index: RetrievalIndex, generate: Generate, config: DocGenConfig, output_dir: str | Path, *,
-                       limit: int | None = None, model_name: str = "", overwrite: bool = False) -> DocGenResult:
+def generate_from_docs(
+    index: RetrievalIndex,
+    generate: Generate,
+    config: DocGenConfig,
+    output_dir: str | Path,
+    *,
+    limit: int | None = None,
+    model_name: str = "",
+    overwrite: bool = False,
+) -> DocGenResult:
     """Generate, filter and write ``train.jsonl``, ``stats.json`` and ``data_card.md`` into `output_dir`."""
     target = Path(output_dir)
     check_output_dir(target, overwrite)

@@ -72,8 +72,9 @@ def find_polite_rate(run_dir: Path) -> PoliteRate:
     source = f"{document.get('prompts_file')}, {prompts} prompts"
     # Older eval.json files carry no fingerprint: their file and prompt count stand for the set.
     prompt_set = document.get("prompt_set") or source
-    return PoliteRate(entry.get("polite_rate"), entry.get("name") or entry.get("model_path"), prompts, prompt_set,
-                      source)
+    return PoliteRate(
+        entry.get("polite_rate"), entry.get("name") or entry.get("model_path"), prompts, prompt_set, source
+    )
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -91,8 +92,19 @@ def load_run(run_dir: str | Path) -> Run:
     recipe = run.recipe()
     summary = run.summary()
     polite = find_polite_rate(path)
-    return Run(path, path.resolve().name, recipe, metrics, summary, polite.rate, polite.model, polite.prompts,
-               polite.prompt_set, polite.prompt_source, _configuration(run, recipe))
+    return Run(
+        path,
+        path.resolve().name,
+        recipe,
+        metrics,
+        summary,
+        polite.rate,
+        polite.model,
+        polite.prompts,
+        polite.prompt_set,
+        polite.prompt_source,
+        _configuration(run, recipe),
+    )
 
 
 def _configuration(run: RunDir, recipe: dict) -> dict:
@@ -174,8 +186,11 @@ def curves(run: Run) -> dict[str, list[tuple[float, float, float | None]]]:
                 return event[name]
         return None
 
-    train_points = [(e["step"], e["loss"], logged_tokens(e, "num_tokens")) for e in run.metrics
-                    if isinstance(e.get("loss"), (int, float)) and "step" in e]
+    train_points = [
+        (e["step"], e["loss"], logged_tokens(e, "num_tokens"))
+        for e in run.metrics
+        if isinstance(e.get("loss"), (int, float)) and "step" in e
+    ]
     known = [(s, t) for s, _, t in train_points if isinstance(t, (int, float))]
 
     def tokens_at(step: float) -> float | None:
@@ -189,9 +204,11 @@ def curves(run: Run) -> dict[str, list[tuple[float, float, float | None]]]:
         last_step, last_tokens = known[-1]
         return last_tokens * step / last_step if last_step else last_tokens  # past the last train log
 
-    eval_points = [(e["step"], e["eval_loss"], logged_tokens(e, "eval_num_tokens") or tokens_at(e["step"]))
-                   for e in run.metrics
-                   if isinstance(e.get("eval_loss"), (int, float)) and "step" in e]
+    eval_points = [
+        (e["step"], e["eval_loss"], logged_tokens(e, "eval_num_tokens") or tokens_at(e["step"]))
+        for e in run.metrics
+        if isinstance(e.get("eval_loss"), (int, float)) and "step" in e
+    ]
     return {"train": train_points, "eval": eval_points}
 
 
@@ -209,8 +226,10 @@ def plot_losses(runs: list[Run], path: Path) -> None:
     for i, run in enumerate(runs):
         color = colors[i % len(colors)]
         data = curves(run)
-        for kind, style in (("train", {"linestyle": "-", "linewidth": 1.4, "alpha": 0.85}),
-                            ("eval", {"linestyle": "--", "marker": "o", "markersize": 4, "linewidth": 1.6})):
+        for kind, style in (
+            ("train", {"linestyle": "-", "linewidth": 1.4, "alpha": 0.85}),
+            ("eval", {"linestyle": "--", "marker": "o", "markersize": 4, "linewidth": 1.6}),
+        ):
             points = data[kind]
             if not points:
                 continue
@@ -219,14 +238,22 @@ def plot_losses(runs: list[Run], path: Path) -> None:
             with_tokens = [p for p in points if p[2] is not None]
             if with_tokens:
                 any_tokens = True
-                by_tokens.plot([p[2] for p in with_tokens], [p[1] for p in with_tokens], color=color,
-                               label=label, **style)
+                by_tokens.plot(
+                    [p[2] for p in with_tokens], [p[1] for p in with_tokens], color=color, label=label, **style
+                )
     by_step.set(title="Loss against step", xlabel="optimizer step", ylabel="loss")
     by_tokens.set(title="Loss against tokens seen", xlabel="tokens seen (non-padding)", ylabel="loss")
     by_tokens.xaxis.set_major_formatter(EngFormatter())
     if not any_tokens:
-        by_tokens.text(0.5, 0.5, "no token counts logged (num_tokens)", ha="center", va="center",
-                       transform=by_tokens.transAxes, color="gray")
+        by_tokens.text(
+            0.5,
+            0.5,
+            "no token counts logged (num_tokens)",
+            ha="center",
+            va="center",
+            transform=by_tokens.transAxes,
+            color="gray",
+        )
     for ax in (by_step, by_tokens):
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -269,12 +296,15 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE) -> str:
     if keys:
         out += ["| key | " + " | ".join(names) + " |", "|---|" + "---|" * len(runs)]
         for key in keys:
-            cells = [_recipe_value(r.recipe[key]) if key in r.recipe else f"{_recipe_value(setting(r, key))} (default)"
-                     for r in runs]
+            cells = [
+                _recipe_value(r.recipe[key]) if key in r.recipe else f"{_recipe_value(setting(r, key))} (default)"
+                for r in runs
+            ]
             out.append(f"| `{key}` | " + " | ".join(cells) + " |")
     else:
-        out.append("The recipes are the same (apart from output_dir)." if len(runs) > 1
-                   else "One run: nothing to diff.")
+        out.append(
+            "The recipes are the same (apart from output_dir)." if len(runs) > 1 else "One run: nothing to diff."
+        )
     out.append("")
 
     rows = [
@@ -294,16 +324,28 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE) -> str:
     for title, key, kind in rows:
         out.append(f"| {title} | " + " | ".join(_fmt(f[key], kind) for f in figures) + " |")
     out.append("")
-    notes = [f"`{r.name}` has no summary.json (still running, or stopped early): figures come from its logs."
-             for r, f in zip(runs, figures, strict=True) if not f["finished"]]
+    notes = [
+        f"`{r.name}` has no summary.json (still running, or stopped early): figures come from its logs."
+        for r, f in zip(runs, figures, strict=True)
+        if not f["finished"]
+    ]
     notes += [f"`{r.name}`: 존댓말 rate of `{r.polite_model}` (from its eval.json)." for r in runs if r.polite_model]
     if len({r.prompt_set for r in runs if r.prompt_set}) > 1:
-        notes.append("The 존댓말 rates were measured on different prompt sets (" + "; ".join(
-            f"`{r.name}`: {r.prompt_source}" for r in runs if r.prompt_set) + "): they are not directly comparable.")
+        notes.append(
+            "The 존댓말 rates were measured on different prompt sets ("
+            + "; ".join(f"`{r.name}`: {r.prompt_source}" for r in runs if r.prompt_set)
+            + "): they are not directly comparable."
+        )
     if notes:
         out += [f"- {n}" for n in notes] + [""]
-    out += ["## Loss curves", "", f"![train and eval loss against step and tokens seen]({plot_file})", "",
-            "Solid lines: train loss at each logging step. Dashed lines with dots: eval loss.", ""]
+    out += [
+        "## Loss curves",
+        "",
+        f"![train and eval loss against step and tokens seen]({plot_file})",
+        "",
+        "Solid lines: train loss at each logging step. Dashed lines with dots: eval loss.",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -325,6 +367,7 @@ def compare_runs(run_dirs: list[str | Path], output_dir: str | Path) -> Path:
         "runs": [{"name": r.name, "path": str(r.path), **run_figures(r)} for r in runs],
         "differing_keys": {k: {r.name: setting(r, k) for r in runs} for k in differing_keys(runs)},
     }
-    (output / "compare.json").write_text(json.dumps(table, indent=2, ensure_ascii=False, default=str) + "\n",
-                                         encoding="utf-8")
+    (output / "compare.json").write_text(
+        json.dumps(table, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     return output

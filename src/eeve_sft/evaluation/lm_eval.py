@@ -55,9 +55,7 @@ def check_lm_eval_settings(tasks: list[str], include_path: str | None, installed
 def require_lm_eval() -> None:
     """Fail with the install hint when lm-evaluation-harness (an optional dependency) is missing."""
     if importlib.util.find_spec("lm_eval") is None:
-        raise UserError(
-            "--lm-eval needs lm-evaluation-harness, which is not installed: pip install 'eeve-sft[lmeval]'"
-        )
+        raise UserError("--lm-eval needs lm-evaluation-harness, which is not installed: pip install 'eeve-sft[lmeval]'")
 
 
 def run_lm_eval(request: dict) -> dict:
@@ -81,9 +79,8 @@ def run_lm_eval(request: dict) -> dict:
     results = {}
     for task, metrics in (output or {}).get("results", {}).items():
         results[task] = {
-            key: value for key, value in metrics.items()
+            key: value
+            for key, value in metrics.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "alias"
         }
     return results
-
-

@@ -57,10 +57,10 @@ def eval_loss(model, tokenizer, data: EvalData, batch_size: int = 4) -> tuple[fl
         chunk = rows[start : start + batch_size]
         width = max(len(r["input_ids"]) for r in chunk)
         ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in chunk], device=device)
-        mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in chunk],
-                            device=device)
-        labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in chunk],
-                              device=device)
+        mask = torch.tensor(
+            [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in chunk], device=device
+        )
+        labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in chunk], device=device)
         logits = model(input_ids=ids, attention_mask=mask).logits
         # Token t predicts token t+1, as in the trainer's causal LM loss.
         shifted_logits, shifted_labels = logits[:, :-1].float(), labels[:, 1:]
@@ -72,5 +72,3 @@ def eval_loss(model, tokenizer, data: EvalData, batch_size: int = 4) -> tuple[fl
         ).item()
         count += int((shifted_labels != IGNORE_INDEX).sum())
     return total / count, count
-
-

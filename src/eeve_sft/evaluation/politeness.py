@@ -22,9 +22,6 @@ from .report import render_markdown
 BASE_KEYWORD = "base"
 
 
-
-
-
 def expand_model_paths(paths: list[str]) -> list[ModelSource]:
     """Resolve every path; the word ``base`` stands for the base model the adapters in the list name."""
     sources: list[ModelSource | None] = []
@@ -67,8 +64,6 @@ def default_output_dir(sources: list[ModelSource]) -> Path:
         if path.exists() and (path.resolve().parent / "recipe.yaml").is_file():
             runs.add(path.resolve().parent)
     return runs.pop() / "eval" if len(runs) == 1 else Path("outputs/eval")
-
-
 
 
 @dataclass
@@ -131,8 +126,6 @@ def score_answers(prompts: list[EvalPrompt], results) -> tuple[list[Answer], dic
     return answers, figures
 
 
-
-
 @dataclass
 class EvalSettings:
     sampling: SamplingConfig = EVAL_SAMPLING
@@ -154,8 +147,12 @@ def evaluate_model(
     )
     answers, figures = score_answers(prompts, results)
     report = ModelReport(
-        name=display_name(source), model_path=source.given, kind=source.kind, base_model=source.base,
-        answers=[asdict(a) for a in answers], **figures,
+        name=display_name(source),
+        model_path=source.given,
+        kind=source.kind,
+        base_model=source.base,
+        answers=[asdict(a) for a in answers],
+        **figures,
     )
     if eval_data is not None:
         report.eval_loss, report.eval_loss_tokens = eval_loss(model, tokenizer, eval_data, settings.loss_batch_size)
@@ -167,8 +164,13 @@ def evaluate_model(
     if settings.lm_eval_tasks:
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
         request = lm_eval_request(
-            source, settings.lm_eval_tasks, device, dtype, settings.batch_size or "auto",
-            settings.lm_eval_limit, settings.lm_eval_include,
+            source,
+            settings.lm_eval_tasks,
+            device,
+            dtype,
+            settings.batch_size or "auto",
+            settings.lm_eval_limit,
+            settings.lm_eval_include,
         )
         report.lm_eval = run_lm_eval(request)
     return report
@@ -204,8 +206,11 @@ def run_evaluation(
         "prompts_file": str(prompts_path),
         "num_prompts": len(prompts),
         "prompt_set": prompt_set_id(prompts),
-        "generation": {**asdict(settings.sampling), "batch_size": settings.batch_size,
-                       "load_in_4bit": settings.load_in_4bit},
+        "generation": {
+            **asdict(settings.sampling),
+            "batch_size": settings.batch_size,
+            "load_in_4bit": settings.load_in_4bit,
+        },
         "eval_data": eval_data.description if eval_data else None,
         "models": [asdict(r) for r in reports],
     }
@@ -213,5 +218,3 @@ def run_evaluation(
     (output / "eval.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (output / "eval.md").write_text(render_markdown(document), encoding="utf-8")
     return output
-
-

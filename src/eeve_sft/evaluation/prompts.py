@@ -20,9 +20,6 @@ DEFAULT_PROMPTS = "eval/prompts_banmal.jsonl"
 REPO_ROOT = Path(__file__).resolve().parents[3]  # the checkout, when the package is installed editable
 
 
-
-
-
 @dataclass
 class EvalPrompt:
     id: str
@@ -105,5 +102,3 @@ def prompt_set_id(prompts: list[EvalPrompt]) -> str:
     with the same fingerprint answered the same questions."""
     payload = json.dumps([[p.id, p.messages] for p in prompts], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
-
-

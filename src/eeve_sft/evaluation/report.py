@@ -40,8 +40,12 @@ def results_table(models: list[dict]) -> str:
 def render_markdown(document: dict, samples_per_label: int = 3, seed: int = 0) -> str:
     models = document["models"]
     gen = document["generation"]
-    decoding = "greedy" if not gen["do_sample"] else (
-        f"sampling (temperature {gen['temperature']}, top_p {gen['top_p']}, top_k {gen['top_k']}, seed {gen['seed']})"
+    decoding = (
+        "greedy"
+        if not gen["do_sample"]
+        else (
+            f"sampling (temperature {gen['temperature']}, top_p {gen['top_p']}, top_k {gen['top_k']}, seed {gen['seed']})"
+        )
     )
     out = [
         "# Politeness evaluation",
@@ -57,9 +61,12 @@ def render_markdown(document: dict, samples_per_label: int = 3, seed: int = 0) -
     out += ["", "## Results", "", results_table(models), ""]
 
     categories = sorted({c for m in models for c in m["per_category"]})
-    out += ["## 존댓말 rate per category", "",
-            "| category | prompts | " + " | ".join(_cell(m["name"]) for m in models) + " |",
-            "|---|---:|" + "---:|" * len(models)]
+    out += [
+        "## 존댓말 rate per category",
+        "",
+        "| category | prompts | " + " | ".join(_cell(m["name"]) for m in models) + " |",
+        "|---|---:|" + "---:|" * len(models),
+    ]
     for category in categories:
         n = next(m["per_category"][category]["prompts"] for m in models if category in m["per_category"])
         rates = [_pct(m["per_category"].get(category, {}).get("polite_rate")) for m in models]

@@ -25,8 +25,13 @@ def _answer(tokenizer, new_ids: list[int], stops: set[int]) -> GenerationResult:
 
 @torch.inference_mode()
 def generate_batch(
-    model, tokenizer, conversations: list[list[dict]], batch_size: int | str | None = "auto",
-    fast: bool = True, progress: bool = True, **sampling
+    model,
+    tokenizer,
+    conversations: list[list[dict]],
+    batch_size: int | str | None = "auto",
+    fast: bool = True,
+    progress: bool = True,
+    **sampling,
 ) -> list[GenerationResult]:
     """Answer each conversation (a message list ending with a user turn), `batch_size` at a time.
 
@@ -43,7 +48,13 @@ def generate_batch(
     prompts = [encode_prompt(tokenizer, messages) for messages in conversations]
     stops = set(stop_token_ids(tokenizer))
     new_ids = generation.generate_ids(
-        model, prompts, generation_config, pad_token_id(tokenizer), stops, batch_size=batch_size, fast=fast,
+        model,
+        prompts,
+        generation_config,
+        pad_token_id(tokenizer),
+        stops,
+        batch_size=batch_size,
+        fast=fast,
         progress=progress,
     )
     return [_answer(tokenizer, ids, stops) for ids in new_ids]
@@ -70,8 +81,16 @@ def generate(model, tokenizer, messages: list[dict], streamer=None, fast: bool =
     compiled = fast and generation.decode_plan(model).compiled
     cache_len = chat_cache_length(model, len(prompt), config.max_new_tokens) if compiled else 0
     [new_ids] = generation.generate_ids(
-        model, [prompt], config.generation_config(tokenizer), pad_token_id(tokenizer), stops, batch_size=1,
-        fast=fast, progress=False, streamer=streamer, min_cache_len=cache_len,
+        model,
+        [prompt],
+        config.generation_config(tokenizer),
+        pad_token_id(tokenizer),
+        stops,
+        batch_size=1,
+        fast=fast,
+        progress=False,
+        streamer=streamer,
+        min_cache_len=cache_len,
     )
     return _answer(tokenizer, new_ids, stops).text
 
@@ -147,9 +166,7 @@ def chat_loop(
         out.write("EEVE> ")
         out.flush()
         try:
-            answer = generate(
-                model, tokenizer, messages, streamer=AnswerStreamer(tokenizer, out), **asdict(sampling)
-            )
+            answer = generate(model, tokenizer, messages, streamer=AnswerStreamer(tokenizer, out), **asdict(sampling))
         except KeyboardInterrupt:  # stop this answer, keep the chat
             messages.pop()
             print("\n(interrupted)", file=out, flush=True)

@@ -40,7 +40,10 @@ def merged_generation_config(tokenizer, sampling: SamplingConfig | None = None) 
 
 
 def merge_adapter(
-    model_path: str | Path, output_dir: str | Path, dtype: str = "bfloat16", overwrite: bool = False,
+    model_path: str | Path,
+    output_dir: str | Path,
+    dtype: str = "bfloat16",
+    overwrite: bool = False,
     device: str = "cpu",
 ) -> Path:
     """Merge the LoRA adapter at `model_path` into its base model and save the result to `output_dir`.
@@ -86,8 +89,10 @@ def _data_section(run: RunDir) -> list[str]:
     name = config.get("dataset_name")
     if not name:
         return ["The training run's recipe names no dataset."]
-    lines = [f"Dataset: `{name}` (train split `{config.get('dataset_train_split')}`, "
-             f"eval split `{config.get('dataset_test_split')}`)."]
+    lines = [
+        f"Dataset: `{name}` (train split `{config.get('dataset_train_split')}`, "
+        f"eval split `{config.get('dataset_test_split')}`)."
+    ]
     data_dir = run.find_near(name)
     for card_name in DATA_CARD_NAMES:
         card = data_dir / card_name if data_dir else None
@@ -116,12 +121,21 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "tags": ["eeve", "lora", "sft", "trl", "korean", "honorifics"],
     }
     out = [
-        "---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "",
-        f"# {title}", "",
+        "---",
+        yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {title}",
+        "",
         f"`{base}` fine-tuned with LoRA (TRL SFTTrainer) to answer in natural 존댓말, also when asked in 반말. "
-        "The adapter is merged into the base weights: this is a standalone model.", "",
-        "## Base model", "", f"`{base}`", "",
-        "## Training data", "",
+        "The adapter is merged into the base weights: this is a standalone model.",
+        "",
+        "## Base model",
+        "",
+        f"`{base}`",
+        "",
+        "## Training data",
+        "",
     ]
     out += _data_section(run) if run else ["The adapter's training run was not found."]
     out += ["", "## Recipe", ""]
@@ -134,38 +148,52 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
     if document:
         out += [
             f"Answers to {document['num_prompts']} 반말 prompts, labelled by the project's speech-level classifier; "
-            "the 존댓말 rate is the share labelled polite.", "", results_table(document["models"]),
+            "the 존댓말 rate is the share labelled polite.",
+            "",
+            results_table(document["models"]),
         ]
     else:
         out.append("No eval.json was found in the training run (scripts/evaluate.py writes one).")
     out += [
-        "", "## Use", "",
+        "",
+        "## Use",
+        "",
         "The chat template (EEVE's `Human:` / `Assistant:` format) is in the tokenizer. Stop on both "
-        "`<|im_end|>` and `</s>` (generation_config.json lists them).", "",
+        "`<|im_end|>` and `</s>` (generation_config.json lists them).",
+        "",
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         f'tokenizer = AutoTokenizer.from_pretrained("{repo_id or "PATH"}")',
         f'model = AutoModelForCausalLM.from_pretrained("{repo_id or "PATH"}", dtype="bfloat16", device_map="auto")',
         'messages = [{"role": "user", "content": "오늘 뭐 먹을까?"}]',
-        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\",",
+        'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",',
         "                                       return_dict=True).to(model.device)",
         "output = model.generate(**inputs, max_new_tokens=512)",
-        "print(tokenizer.decode(output[0, inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True).strip())",
-        "```", "",
-        f"vLLM: `vllm serve {repo_id or 'PATH'}` serves it with the template and stop ids as saved.", "",
+        'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())',
+        "```",
+        "",
+        f"vLLM: `vllm serve {repo_id or 'PATH'}` serves it with the template and stop ids as saved.",
+        "",
     ]
     return "\n".join(out)
 
 
-def write_model_card(output_dir: str | Path, adapter_path: str | Path, base_model: str | None,
-                     repo_id: str | None = None) -> Path:
+def write_model_card(
+    output_dir: str | Path, adapter_path: str | Path, base_model: str | None, repo_id: str | None = None
+) -> Path:
     path = Path(output_dir) / CARD_FILE
     path.write_text(render_model_card(adapter_path, base_model, repo_id), encoding="utf-8")
     return path
 
 
-def push_to_hub(output_dir: str | Path, repo_id: str, adapter_path: str | Path, base_model: str | None,
-                private: bool = True, api=None) -> str:
+def push_to_hub(
+    output_dir: str | Path,
+    repo_id: str,
+    adapter_path: str | Path,
+    base_model: str | None,
+    private: bool = True,
+    api=None,
+) -> str:
     """Upload the merged model to `repo_id`, with the card rewritten to name the repo; return the repo URL."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -174,8 +202,12 @@ def push_to_hub(output_dir: str | Path, repo_id: str, adapter_path: str | Path, 
     api = api or HfApi()
     try:
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(output_dir), repo_type="model",
-                          commit_message="Upload merged EEVE 존댓말 model")
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(output_dir),
+            repo_type="model",
+            commit_message="Upload merged EEVE 존댓말 model",
+        )
     except (HfHubHTTPError, OSError, ValueError) as err:
         raise UserError(f"push to {repo_id} failed: {one_line(err)}") from None
     return str(url)

@@ -58,10 +58,16 @@ def sdpa_gqa_decode(module, query, key, value, attention_mask, dropout: float = 
     """
     groups = getattr(module, "num_key_value_groups", 1)
     mask = attention_mask
-    if (query.shape[2] != 1 or groups == 1 or kwargs.get("position_bias") is not None
-            or kwargs.get("cache") is not None or (mask is not None and mask.shape[1] != 1)):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+    if (
+        query.shape[2] != 1
+        or groups == 1
+        or kwargs.get("position_bias") is not None
+        or kwargs.get("cache") is not None
+        or (mask is not None and mask.shape[1] != 1)
+    ):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     batch, heads, _, dim = query.shape
     grouped = query.reshape(batch, heads // groups, groups, dim)  # head h reads KV head h // groups
     out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, scale=scaling)
@@ -100,14 +106,20 @@ def _transformers_model(model):
 def decode_plan(model) -> DecodePlan:
     device = _model_device(model)
     if device.type != "cuda":
-        return DecodePlan(False, note=f"generation on {device.type}: static KV cache without torch.compile "
-                                      "(the compiled decoding step needs a CUDA GPU)")
+        return DecodePlan(
+            False,
+            note=f"generation on {device.type}: static KV cache without torch.compile "
+            "(the compiled decoding step needs a CUDA GPU)",
+        )
     quantizer = getattr(_transformers_model(model), "hf_quantizer", None)
     if quantizer is not None and not quantizer.is_compileable:
         # Measured on an H200 (benchmarks/RESULTS.md): uncompiled, the static cache is slower than the dynamic one.
-        return DecodePlan(False, static=False,
-                          note="generation: transformers does not compile bitsandbytes 4-bit weights; "
-                               "plain generate (dynamic KV cache) in wide batches")
+        return DecodePlan(
+            False,
+            static=False,
+            note="generation: transformers does not compile bitsandbytes 4-bit weights; "
+            "plain generate (dynamic KV cache) in wide batches",
+        )
     return DecodePlan(True)
 
 
@@ -229,8 +241,15 @@ class GenerationProgress:
     def __init__(self, total: int, enabled: bool = True):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, unit="prompt", desc="generating", disable=not enabled, file=sys.stderr,
-                        mininterval=1.0, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            unit="prompt",
+            desc="generating",
+            disable=not enabled,
+            file=sys.stderr,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
         self.tokens = 0
         self.started = time.perf_counter()
         self._shown = 0.0
@@ -248,8 +267,9 @@ class GenerationProgress:
 
     def close(self) -> None:
         elapsed = time.perf_counter() - self.started
-        self.bar.set_postfix_str(f"{self.tokens:,} tokens, {self.tokens / max(elapsed, 1e-9):,.0f} tok/s",
-                                 refresh=False)
+        self.bar.set_postfix_str(
+            f"{self.tokens:,} tokens, {self.tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False
+        )
         self.bar.close()
 
 
@@ -318,17 +338,20 @@ def generate_ids(
             criteria = None
             if static and len(batch) < rows:  # fill the bucket, so the compiled step keeps its shape
                 filler = torch.zeros(rows, dtype=torch.bool, device=device)
-                filler[len(batch):] = True
+                filler[len(batch) :] = True
                 batch += [batch[-1]] * (rows - len(batch))
                 criteria = StoppingCriteriaList([_FillerRows(filler)])
             input_ids, attention_mask = left_pad(batch, pad, device)
             counter = ProgressStreamer(bar, stops, len(chunk)) if streamer is None else streamer
             output = model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                stopping_criteria=criteria, streamer=counter,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=config,
+                stopping_criteria=criteria,
+                streamer=counter,
             )
             for row, index in enumerate(chunk):
-                answers[index] = output[row, input_ids.shape[1]:].tolist()
+                answers[index] = output[row, input_ids.shape[1] :].tolist()
     finally:
         bar.close()
     return answers  # type: ignore[return-value]

@@ -173,9 +173,7 @@ def attach_adapter(model, source: ModelSource):
         raise UserError(f"cannot load adapter {source.path} onto '{source.base}': {one_line(err)}") from None
 
 
-def load_for_inference(
-    model_path: str | Path | None = None, load_in_4bit: bool = False, device: str | None = None
-):
+def load_for_inference(model_path: str | Path | None = None, load_in_4bit: bool = False, device: str | None = None):
     """Load `model_path` (adapter, merged model or Hub id; None = the EEVE base) ready to generate.
 
     Returns ``(model, tokenizer)``: the model in eval mode on `device` (cuda when there is one, else cpu;
@@ -199,5 +197,3 @@ def load_for_inference(
     model.eval()
     align_generation_config(model, tokenizer)
     return model, tokenizer
-
-

@@ -43,7 +43,9 @@ def sources_of(hits: list[Hit]) -> list[dict]:
     ]
 
 
-def augment_question(index: RetrievalIndex, question: str, top_k: int, mode: str | None = None) -> tuple[str, list[Hit]]:
+def augment_question(
+    index: RetrievalIndex, question: str, top_k: int, mode: str | None = None
+) -> tuple[str, list[Hit]]:
     """Retrieve for `question` and lay the passages out before it."""
     hits = index.search(question, top_k, mode)
     return format_context(question, hits), hits

@@ -161,7 +161,10 @@ def _html_parts(data: bytes) -> list[tuple[str, str, int]]:
         if tag.name in ("ul", "ol"):
             lines = ["- " + " ".join(li.get_text(" ").split()) for li in tag.find_all("li")]
         elif tag.name == "table":
-            lines = [" | ".join(" ".join(c.get_text(" ").split()) for c in tr.find_all(["th", "td"])) for tr in tag.find_all("tr")]
+            lines = [
+                " | ".join(" ".join(c.get_text(" ").split()) for c in tr.find_all(["th", "td"]))
+                for tr in tag.find_all("tr")
+            ]
         else:
             lines = [" ".join(line.split()) for line in tag.get_text().split("\n")]
         text = "\n".join(line for line in lines if line.strip("- |"))
@@ -211,7 +214,9 @@ def _pdf_parts(data: bytes) -> list[tuple[str, str, int]]:
     except _BadFile:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as err:
-        raise _BadFile("unreadable", f"unreadable PDF ({' '.join(str(err).split())[:120] or type(err).__name__})") from None
+        raise _BadFile(
+            "unreadable", f"unreadable PDF ({' '.join(str(err).split())[:120] or type(err).__name__})"
+        ) from None
     parts: list[tuple[str, str, int]] = []
     for page in pages:
         for raw in re.split(r"\n[ \t]*\n", _clean(page)):

@@ -93,8 +93,12 @@ def build_index(
         },
         "embedding": embedding,
         "versions": _versions(_PACKAGES + (_DENSE_PACKAGES if embedding else ())),
-        "counts": {"files": len(documents) + len(skipped), "documents": len(documents), "skipped": len(skipped),
-                   "chunks": len(chunks)},
+        "counts": {
+            "files": len(documents) + len(skipped),
+            "documents": len(documents),
+            "skipped": len(skipped),
+            "chunks": len(chunks),
+        },
         "files": [{"path": d.path, "sha256": d.sha256, "chunks": per_file.get(d.path, 0)} for d in documents],
         "skipped": [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in skipped],
     }
@@ -115,8 +119,15 @@ class Hit:
 
     def as_result(self) -> dict:
         c = self.chunk
-        return {"rank": self.rank, "score": round(self.score, 6), "source": c.source, "headings": list(c.headings),
-                "start": c.start, "end": c.end, "text": c.text}
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "source": c.source,
+            "headings": list(c.headings),
+            "start": c.start,
+            "end": c.end,
+            "text": c.text,
+        }
 
 
 def reciprocal_rank_fusion(rankings: list[list[int]], k: int = RRF_K) -> list[tuple[int, float]]:

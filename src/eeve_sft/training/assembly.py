@@ -65,11 +65,16 @@ def select_data(recipe: Recipe, with_eval: bool | None = None, dataset_name: str
     for split in (script.dataset_train_split, eval_split):
         if split in splits:
             check_conversations(splits[split], split, name)
-    train, held_out = select_splits(splits, script.dataset_train_split, eval_split, project.eval_fraction, training.seed)
+    train, held_out = select_splits(
+        splits, script.dataset_train_split, eval_split, project.eval_fraction, training.seed
+    )
     eval_from = None
     if held_out is not None:
-        eval_from = eval_split if eval_split in splits else (
-            f"{project.eval_fraction:g} of {script.dataset_train_split} held out (eval_fraction)")
+        eval_from = (
+            eval_split
+            if eval_split in splits
+            else (f"{project.eval_fraction:g} of {script.dataset_train_split} held out (eval_fraction)")
+        )
     return RecipeData(train, held_out, name, eval_from)
 
 
@@ -96,8 +101,12 @@ def prepare_data(
             raw = raw.select(range(min(limit, len(raw))))
         with main_process_first():
             prepared.splits[name], stats = tokenize_dataset(
-                raw, tokenizer, training.max_length, training.assistant_only_loss,
-                num_proc=training.dataset_num_proc, keep_messages=True,
+                raw,
+                tokenizer,
+                training.max_length,
+                training.assistant_only_loss,
+                num_proc=training.dataset_num_proc,
+                keep_messages=True,
             )
         prepared.stats[name] = stats.as_dict()
         logger.info("%s data: %s", name, prepared.stats[name])

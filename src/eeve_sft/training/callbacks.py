@@ -84,10 +84,13 @@ class RunRecordCallback(TrainerCallback):
         checkpoint = self.run.path / f"checkpoint-{state.global_step}"
         if checkpoint.is_dir():
             now = time.time()
-            write_json(checkpoint / PROGRESS_FILE, {
-                "train_runtime": round((self.before.get("train_runtime") or 0.0) + now - self.train_started, 3),
-                "wall_time_seconds": round((self.before.get("wall_time_seconds") or 0.0) + now - self.started, 2),
-            })
+            write_json(
+                checkpoint / PROGRESS_FILE,
+                {
+                    "train_runtime": round((self.before.get("train_runtime") or 0.0) + now - self.train_started, 3),
+                    "wall_time_seconds": round((self.before.get("wall_time_seconds") or 0.0) + now - self.started, 2),
+                },
+            )
 
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:

@@ -32,8 +32,11 @@ def stop_when_a_process_is_lost(output_dir: Path) -> Iterator[None]:
 
         print(file=sys.stderr)  # the trainer's progress bar stops mid-line; the error gets a line of its own
         last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
-        resume = (f"resume from {last} by relaunching every machine with --resume_from_checkpoint true" if last
-                  else "no checkpoint was written yet, so start the run again")
+        resume = (
+            f"resume from {last} by relaunching every machine with --resume_from_checkpoint true"
+            if last
+            else "no checkpoint was written yet, so start the run again"
+        )
         raise UserError(
             f"another process of this run stopped (a machine died or was stopped, or the network failed), so this "
             f"one stopped too; {resume}. What the collective reported: {' '.join(str(err).split())}"

@@ -24,15 +24,19 @@ def tokenizer_for_recipe(recipe: Recipe):
     offline = hub_offline_for(model.model_name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            model.model_name_or_path, revision=model.model_revision, trust_remote_code=training.trust_remote_code,
+            model.model_name_or_path,
+            revision=model.model_revision,
+            trust_remote_code=training.trust_remote_code,
             local_files_only=bool(offline),
         )
     except OSError as err:
         name = model.model_name_or_path
         if offline:
             where = "" if Path(name).is_absolute() else f" ({Path(name).resolve()})"
-            raise UserError(f"cannot load a tokenizer from '{name}': it is no local directory{where} and no model in "
-                            f"the local cache, and {offline}") from None
+            raise UserError(
+                f"cannot load a tokenizer from '{name}': it is no local directory{where} and no model in "
+                f"the local cache, and {offline}"
+            ) from None
         raise UserError(f"cannot load a tokenizer from '{name}': {one_line(err)}") from None
     if not tokenizer.is_fast:
         raise UserError(

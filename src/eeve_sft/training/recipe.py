@@ -323,13 +323,17 @@ def check_for_training(recipe: Recipe) -> None:
     if (model.load_in_4bit or model.load_in_8bit) and not model.use_peft:
         raise UserError("a quantized model trains only through adapters: set use_peft: true (QLoRA)")
     if training.chat_template_path:
-        raise UserError("chat_template_path is not used: the EEVE template is fixed; change its system line with system_prompt")
+        raise UserError(
+            "chat_template_path is not used: the EEVE template is fixed; change its system line with system_prompt"
+        )
     if training.packing and training.max_length is None:
         raise UserError("packing needs max_length")
     if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):
         raise UserError("attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa")
     if training.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
-        raise UserError('use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false')
+        raise UserError(
+            'use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false'
+        )
     if project.early_stopping_patience is not None:
         if project.early_stopping_patience < 1:
             raise UserError("early_stopping_patience must be at least 1 (null turns early stopping off)")
@@ -339,11 +343,14 @@ def check_for_training(recipe: Recipe) -> None:
                 "metric_for_best_model (e.g. eval_loss); early_stopping_patience: null turns it off"
             )
     # `accelerate launch` with a DeepSpeed config says the ZeRO stage in the environment.
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
-        if model.load_in_4bit and model.bnb_4bit_quant_storage != "bfloat16":
-            raise UserError(
-                "QLoRA under DeepSpeed ZeRO-3 needs bnb_4bit_quant_storage: bfloat16 (see recipes/eeve_banmal_zero3.yaml)"
-            )
+    zero3 = (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"
+        and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    )
+    if zero3 and model.load_in_4bit and model.bnb_4bit_quant_storage != "bfloat16":
+        raise UserError(
+            "QLoRA under DeepSpeed ZeRO-3 needs bnb_4bit_quant_storage: bfloat16 (see recipes/eeve_banmal_zero3.yaml)"
+        )
     if not 0.0 <= project.eval_fraction < 1.0:
         raise UserError(f"eval_fraction must be in [0, 1), got {project.eval_fraction}")
 
@@ -358,7 +365,9 @@ KEY_GROUPS = {
 
 def describe_keys() -> str:
     """Every recipe key with its default and help, grouped by the dataclass that defines it (for sft.py --keys)."""
-    lines = [f"{BASE_KEY} (default: none)\n    path of a recipe to inherit, relative to this recipe; this recipe's keys win"]
+    lines = [
+        f"{BASE_KEY} (default: none)\n    path of a recipe to inherit, relative to this recipe; this recipe's keys win"
+    ]
     for cls, title in KEY_GROUPS.items():
         lines.append(f"\n== {title}")
         for f in dataclasses.fields(cls):

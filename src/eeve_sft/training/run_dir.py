@@ -1,13 +1,13 @@
 """A training run's output_dir: its layout, what training writes there, and the readers every tool uses.
 
-    recipe.yaml      the recipe as given, resolved (base recipes and command-line overrides applied)
-    run_info.json    command, code, packages, hardware, data, and the full configuration (every TRL default)
-    train.log        log records
-    metrics.jsonl    every logged metric with its step
-    summary.json     totals when training ends
-    checkpoint-N/    resumable checkpoints (with run_progress.json: training time up to that step)
-    final/           the final adapter
-    eval/            scripts/evaluate.py's eval.json and eval.md
+recipe.yaml      the recipe as given, resolved (base recipes and command-line overrides applied)
+run_info.json    command, code, packages, hardware, data, and the full configuration (every TRL default)
+train.log        log records
+metrics.jsonl    every logged metric with its step
+summary.json     totals when training ends
+checkpoint-N/    resumable checkpoints (with run_progress.json: training time up to that step)
+final/           the final adapter
+eval/            scripts/evaluate.py's eval.json and eval.md
 """
 
 from __future__ import annotations
@@ -29,8 +29,20 @@ import yaml
 from ..errors import UserError
 from ..jsonfiles import write_json
 
-PACKAGES = ("eeve-sft", "trl", "transformers", "peft", "accelerate", "datasets", "bitsandbytes", "deepspeed",
-            "liger-kernel", "tokenizers", "kiwipiepy", "torch")
+PACKAGES = (
+    "eeve-sft",
+    "trl",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "bitsandbytes",
+    "deepspeed",
+    "liger-kernel",
+    "tokenizers",
+    "kiwipiepy",
+    "torch",
+)
 PROGRESS_FILE = "run_progress.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
@@ -99,8 +111,9 @@ class RunDir:
         """checkpoint-N folders, by step."""
         if not self.path.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.path.iterdir()
-                 if (m := _CHECKPOINT.fullmatch(p.name)) and p.is_dir()]
+        found = [
+            (int(m.group(1)), p) for p in self.path.iterdir() if (m := _CHECKPOINT.fullmatch(p.name)) and p.is_dir()
+        ]
         return [p for _, p in sorted(found)]
 
     def latest_checkpoint(self) -> Path | None:
@@ -210,8 +223,11 @@ class RunDir:
         """Drop the records logged after `step`: a resumed run logs those steps again from its checkpoint."""
         if not self.metrics_file.is_file():
             return
-        kept = [line for line in self.metrics_file.read_text(encoding="utf-8").splitlines()
-                if line.strip() and _step_of(line) is not None and _step_of(line) <= step]
+        kept = [
+            line
+            for line in self.metrics_file.read_text(encoding="utf-8").splitlines()
+            if line.strip() and _step_of(line) is not None and _step_of(line) <= step
+        ]
         tmp = self.metrics_file.with_name(self.metrics_file.name + ".tmp")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         tmp.replace(self.metrics_file)
@@ -245,8 +261,9 @@ def _step_of(line: str) -> int | None:
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, check=True, cwd=Path(__file__).resolve().parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()
@@ -275,8 +292,9 @@ def full_configuration(recipe) -> dict:
     return dict(sorted(config.items()))
 
 
-def collect_run_info(argv: list[str], seed: int, fingerprints: dict[str, str], data_stats: dict,
-                     configuration: dict | None = None) -> dict:
+def collect_run_info(
+    argv: list[str], seed: int, fingerprints: dict[str, str], data_stats: dict, configuration: dict | None = None
+) -> dict:
     import torch
 
     versions = {}
