@@ -253,6 +253,7 @@ class Bench:
             "variants": [{k: v for k, v in r.items() if k != "answers"} for r in self.results],
         }
         document.setdefault("greedy_identity", self.meta.get("greedy_identity"))
+        document.setdefault("lora_greedy_identity", self.meta.get("lora_greedy_identity"))
         (self.out / f"generation_{self.args.tag}.json").write_text(
             json.dumps(document, indent=2) + "\n", encoding="utf-8"
         )
@@ -339,6 +340,8 @@ class Bench:
         elif not self.cuda:
             self.meta["nf4"] = "skipped: bitsandbytes NF4 needs a CUDA GPU"
         self.variant("bf16 fast b8", model, "bf16", True, 8, steps_fast, weights, bandwidth)
+        if any(self.wanted(f"bf16 lora {path} b64") for path in ("plain", "fast")):
+            self.lora(model, steps_plain, steps_fast, bandwidth)
         try:
             if self.wanted("profile"):
                 self.profile(model, 64)
@@ -348,6 +351,23 @@ class Bench:
             self.meta["nvidia_smi_after"] = nvidia_smi()
         self.save()
         print(render(json.loads((self.out / f"generation_{args.tag}.json").read_text(encoding="utf-8"))), flush=True)
+
+    def lora(self, model, steps_plain: int, steps_fast: int, bandwidth: float | None):
+        """A LoRA adapter on the bf16 base, unmerged, as load_for_inference leaves a training run's adapter (r 64,
+        alpha 128, the 7 projections; random non-zero B so the adapter changes every answer): plain against fast."""
+        from peft import LoraConfig, get_peft_model
+
+        self.torch.manual_seed(1)
+        projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        config = LoraConfig(r=64, lora_alpha=128, lora_dropout=0.0, target_modules=projections, init_lora_weights=False)
+        lora = get_peft_model(model, config).eval()
+        weights = weight_bytes_per_step(lora)
+        self.meta["weights_gb"]["bf16+lora"] = weights / 1e9
+        plain = self.variant("bf16 lora plain b64", lora, "bf16+lora", False, 64, steps_plain, weights, bandwidth)
+        fast = self.variant("bf16 lora fast b64", lora, "bf16+lora", True, 64, steps_fast, weights, bandwidth)
+        if plain and fast:
+            self.meta["lora_greedy_identity"] = self.identity(plain, fast)
+        lora.unload()
 
     def nf4(self, model_dir: Path, bandwidth: float, steps: int):
         from eeve_sft.inference.loading import load_for_inference
@@ -403,7 +423,7 @@ def _fmt(value, digits=1):
 def render(document: dict) -> str:
     """The RESULTS.md section of one run's generation.json."""
     v = document["versions"]
-    identity = document.get("greedy_identity") or {}
+    identities = [document[key] for key in ("greedy_identity", "lora_greedy_identity") if document.get(key)]
     lines = [
         f"### {document.get('label') or 'Generation speed'}",
         "",
@@ -442,7 +462,7 @@ def render(document: dict) -> str:
             f"{_fmt(r.get('peak_gib'))} | {_fmt(r.get('ratio_to_limit'), 2)} |"
         )
     lines.append("")
-    if identity:
+    for identity in identities:
         diffs = identity["first_difference_at"]
         lines.append(
             f"Greedy tokens, {identity['between'][0]} against {identity['between'][1]}, first "
