@@ -2,7 +2,7 @@
 
     python data_prep/generate_from_docs.py data/wms_index --model-path outputs/eeve_banmal/final --output data/wms_domain
     python data_prep/generate_from_docs.py INDEX_DIR --model-path PATH --output OUT_DIR \\
-        [--questions-per-chunk N] [--limit N] [--banmal-share 0.5] [--config docgen.yaml] [--batch-size 8]
+        [--questions-per-chunk N] [--limit N] [--banmal-share 0.5] [--config docgen.yaml] [--batch-size N]
 
 PATH is a base model, an adapter or a merged model (as for scripts/chat.py). Writes train.jsonl
 ({"messages", "sources"}), stats.json and data_card.md; OUT_DIR works as a `path:` source of a mix file
@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="use only the first N chunks")
     parser.add_argument("--banmal-share", type=float, help="share of questions rewritten into 반말 (default 0.5)")
     parser.add_argument("--top-k", type=int, help="passages retrieved per question (default 3)")
-    parser.add_argument("--batch-size", type=int, help="generation batch size (default 8)")
+    parser.add_argument("--batch-size", type=int, help="generation batch size (default: automatic, from free GPU memory)")
     parser.add_argument("--config", help="YAML file of generation settings (eeve_sft.data_prep.docgen.DocGenConfig)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")

@@ -138,7 +138,7 @@ def test_not_found_paths_say_where_they_were_looked_for(tmp_path, monkeypatch):
 
 UNREACHABLE = {"HF_HUB_OFFLINE": None, "HF_DATASETS_OFFLINE": None, "HF_ENDPOINT": "http://127.0.0.1:9"}
 LOAD_DATASET = (
-    "from eeve_sft.errors import run_cli; from eeve_sft.data import load_splits; "
+    "from eeve_sft.errors import run_cli; from eeve_sft.training.data import load_splits; "
     "run_cli(lambda: load_splits('data/local_exampel'))"
 )
 

@@ -90,7 +90,7 @@ def test_merged_dir_is_ready_to_serve(adapter, tmp_path):
 
 
 def test_a_failed_merge_keeps_the_existing_output_and_leaves_nothing_behind(adapter, tmp_path, monkeypatch):
-    import eeve_sft.export as export
+    import eeve_sft.inference.export as export
 
     out = tmp_path / "merged"
     out.mkdir()

@@ -7,7 +7,7 @@ pass, in order: question length and duplicates, then on the answer: cut off with
 (``polite`` only) and groundedness (the share of the answer's nouns and verb stems found in the passages). A share
 of the kept questions is then rewritten into 반말. Every removal is counted per stage and reason.
 
-Generation goes through :func:`eeve_sft.inference.generate_batch`; `DocGen` takes any callable with that shape, so
+Generation goes through :func:`eeve_sft.inference.answer.generate_batch`; `DocGen` takes any callable with that shape, so
 tests drive the pipeline with small deterministic generators.
 """
 
@@ -62,7 +62,8 @@ class DocGenConfig:
     max_question_chars: int = field(default=200, metadata=limits(low=1))
     min_answer_chars: int = field(default=15, metadata=limits(low=1))
     max_answer_chars: int = field(default=1500, metadata=limits(low=1))
-    batch_size: int = field(default=8, metadata=limits(low=1))
+    # None: as many prompts at once as GPU memory holds (generate_batch's automatic size); 8 would run ~7x slower
+    batch_size: int | None = field(default=None, metadata=limits(low=1))
     question_max_new_tokens: int = field(default=256, metadata=limits(low=1))
     answer_max_new_tokens: int = field(default=512, metadata=limits(low=1))
     temperature: float = field(default=0.7, metadata=limits(above=0))
@@ -425,7 +426,7 @@ def generate_from_docs(
     return DocGenResult(target, stats)
 
 
-def model_generator(model, tokenizer, batch_size: int) -> Generate:
+def model_generator(model, tokenizer, batch_size: int | None) -> Generate:
     """The project's batched generation as a `Generate` callable."""
     from ..inference.answer import generate_batch
 
