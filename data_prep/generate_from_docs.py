@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="use only the first N chunks")
     parser.add_argument("--banmal-share", type=float, help="share of questions rewritten into 반말 (default 0.5)")
     parser.add_argument("--top-k", type=int, help="passages retrieved per question (default 3)")
-    parser.add_argument("--batch-size", type=int, help="generation batch size (default: automatic, from free GPU memory)")
+    parser.add_argument(
+        "--batch-size", type=int, help="generation batch size (default: automatic, from free GPU memory)"
+    )
     parser.add_argument("--config", help="YAML file of generation settings (eeve_sft.data_prep.docgen.DocGenConfig)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
