@@ -28,41 +28,46 @@ def bench_module():
     return load_module("bench_train")
 
 
+def report_module():
+    bench_module()  # the report reads the variant table from it
+    return load_module("train_report")
+
+
 def test_results_md_tables_are_generated_from_the_stored_results():
-    bench = bench_module()
-    all_results = bench.load_all(ROOT)
+    bench, report = bench_module(), report_module()
+    all_results = report.load_all(ROOT)
     assert {"2026-11-25_h100", "2026-12-01_h200"} <= set(all_results)
     h100 = all_results["2026-11-25_h100"]
     assert {"q_padded", "q_default", "b_padded", "b_fast"} <= set(h100)
     assert [r["repeat"] for r in h100["q_default"]] == [1, 2, 3, 4]  # repeats of one variant, not new variants
     assert all(r["name"] in bench.VARIANTS for runs in h100.values() for r in runs)
-    block = bench.generated_block(all_results)
+    block = report.generated_block(all_results)
     assert block in (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
 
 
 def test_the_fixed_batch_check_fails_on_changed_loss_or_labels():
-    bench = bench_module()
-    results = bench.load_folder(H100)
+    report = report_module()
+    results = report.load_folder(H100)
     fast, padded = results["q_default"][0], results["q_padded"][0]
-    assert bench.compare(fast, padded)["pass"]
+    assert report.compare(fast, padded)["pass"]
     off_loss = copy.deepcopy(fast)
     off_loss["check"]["loss"] *= 1.01
-    assert not bench.compare(off_loss, padded)["pass"]
+    assert not report.compare(off_loss, padded)["pass"]
     other_labels = copy.deepcopy(fast)
     other_labels["check"]["trained_tokens"] -= 1
-    assert not bench.compare(other_labels, padded)["pass"]
+    assert not report.compare(other_labels, padded)["pass"]
     far_tokens = copy.deepcopy(fast)  # same loss, but per-token log-probs as far off as a mask error's
     far_tokens["check"]["log_probs"] = [x + 0.5 for x in far_tokens["check"]["log_probs"]]
-    assert not bench.compare(far_tokens, padded)["pass"]
+    assert not report.compare(far_tokens, padded)["pass"]
 
 
 def test_a_folder_without_the_padded_run_checks_against_the_shipped_recipe():
-    bench = bench_module()
-    results = bench.load_folder(ROOT / "2026-12-01_h200")
+    report = report_module()
+    results = report.load_folder(ROOT / "2026-12-01_h200")
     assert "q_padded" not in results
-    assert bench.reference_for(results, results["q_default_b6_offload"][0]) == "q_default"
-    assert bench.check_against_reference(results, results["q_default"][0]) is None  # the reference itself
-    ref_name, c = bench.check_against_reference(results, results["q_default_b6_offload"][0])
+    assert report.reference_for(results, results["q_default_b6_offload"][0]) == "q_default"
+    assert report.check_against_reference(results, results["q_default"][0]) is None  # the reference itself
+    ref_name, c = report.check_against_reference(results, results["q_default_b6_offload"][0])
     assert ref_name == "q_default" and c["pass"]
 
 
