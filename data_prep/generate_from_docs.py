@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
-from eeve_sft.errors import UserError, run_cli
+from eeve_sft.errors import one_line_usage_errors, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,11 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load-in-4bit", action="store_true")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
-    def fail(message: str) -> NoReturn:
-        raise UserError(message)
-
-    parser.error = fail
-    return parser.parse_args(argv)
+    return one_line_usage_errors(parser).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

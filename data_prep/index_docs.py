@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
 
-from eeve_sft.errors import UserError, run_cli
+from eeve_sft.errors import one_line_usage_errors, run_cli
 from eeve_sft.retrieval.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP
 
 
@@ -36,11 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--embedding-model", help="sentence-transformers model id or folder for a dense FAISS index")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty index folder")
 
-    def fail(message: str) -> NoReturn:
-        raise UserError(message)
-
-    parser.error = fail
-    return parser.parse_args(argv)
+    return one_line_usage_errors(parser).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

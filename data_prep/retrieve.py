@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import NoReturn
 
-from eeve_sft.errors import UserError, run_cli
+from eeve_sft.errors import UserError, one_line_usage_errors, run_cli
 from eeve_sft.retrieval.index import MODES
 
 
@@ -28,11 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--embedding-model", help="must be the model the index was built with (checked)")
     parser.add_argument("--json", action="store_true", help="one JSON object per query")
 
-    def fail(message: str) -> NoReturn:
-        raise UserError(message)
-
-    parser.error = fail
-    return parser.parse_args(argv)
+    return one_line_usage_errors(parser).parse_args(argv)
 
 
 def read_queries(lines) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 _spec = importlib.util.spec_from_file_location("avx512bf16_cpu", Path(__file__).parent / "avx512bf16/sitecustomize.py")
 _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 
-from helpers import DEMO_MODEL, DEMO_RECIPE, train_demo  # noqa: E402  (after the CPU is set up)
+from helpers import ACCELERATE, ACCELERATE_CPU, DEMO_MODEL, DEMO_RECIPE, train_demo  # noqa: E402  (after the CPU is set up)
 
 
 @pytest.fixture(scope="session")
@@ -33,20 +32,7 @@ def demo_tokenizer():
 def demo_run(tmp_path_factory) -> Path:
     """A finished demo run, launched with `accelerate launch` as the README says."""
     out = tmp_path_factory.mktemp("demo") / "run"
-    launcher = (
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    )
+    launcher = (*ACCELERATE, *ACCELERATE_CPU)
     result = train_demo(out, launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     return out

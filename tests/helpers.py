@@ -27,6 +27,20 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_MODEL = REPO / "assets" / "demo-model"
 DEMO_RECIPE = REPO / "recipes" / "demo_cpu.yaml"
 
+# `accelerate launch` on one CPU process as README's quickstart runs it (every flag stated, so nothing is guessed).
+ACCELERATE_CPU = (
+    "--cpu",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+)
+ACCELERATE = (sys.executable, "-m", "accelerate.commands.launch")
+
 # Short enough for CI, long enough to evaluate, checkpoint twice and keep the best model.
 DEMO_RUN_FLAGS = ["--max_steps", "12", "--eval_steps", "6", "--save_steps", "6", "--logging_steps", "2"]
 

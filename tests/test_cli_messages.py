@@ -11,7 +11,7 @@ import pytest
 
 from eeve_sft.errors import UserError
 from eeve_sft.training.recipe import parse_recipe
-from helpers import BNB_NOISE, DEMO_RECIPE, REPO, error_line, run_script
+from helpers import ACCELERATE, ACCELERATE_CPU, BNB_NOISE, DEMO_RECIPE, REPO, error_line, run_script
 
 CLIS = [
     "scripts/sft.py",
@@ -185,19 +185,9 @@ def test_accelerate_launch_quiet_keeps_the_clean_line_last(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(f"base_recipe: {DEMO_RECIPE}\nmax_seq_length: 128\n", encoding="utf-8")
     result = run_script(
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
+        *ACCELERATE,
         "-q",
-        "--cpu",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        *ACCELERATE_CPU,
         "scripts/sft.py",
         str(recipe),
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 import yaml
 
@@ -33,3 +35,14 @@ def run_cli(main: Callable[[], object]) -> None:
         message = " ".join(str(err).split())  # always one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def one_line_usage_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make `parser` report a bad flag as a UserError: argparse prints its usage over several lines, and every CLI
+    here gives one error line (through :func:`run_cli`)."""
+
+    def fail(message: str) -> NoReturn:
+        raise UserError(message)
+
+    parser.error = fail
+    return parser
