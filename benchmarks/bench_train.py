@@ -406,6 +406,17 @@ def next_repeat(folder: Path, name: str) -> int:
     return repeat
 
 
+def ensure_model_and_data(args) -> tuple[Path, Path]:
+    """The random model and synthetic data folders of `args`, built by synthetic.py where they are missing."""
+    model, data = Path(args.model), Path(args.data)
+    synthetic = [sys.executable, str(REPO / "benchmarks/synthetic.py")]
+    if not (model / "config.json").is_file():
+        subprocess.run([*synthetic, "model", str(model)] + (["--tiny"] if args.cpu_smoke else []), check=True)
+    if not (data / "train.jsonl").is_file():
+        subprocess.run([*synthetic, "data", str(data), "--tokenizer", str(model)], check=True)
+    return model, data
+
+
 def run(args) -> None:
     names = [n for n in args.variants.split(",") if n] if args.variants else list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
@@ -417,15 +428,7 @@ def run(args) -> None:
     (work / "logs").mkdir(parents=True, exist_ok=True)
     folder = Path(args.results) / f"{args.date}_{'cpu' if args.cpu_smoke else device_slug()}"
     folder.mkdir(parents=True, exist_ok=True)
-    model, data = Path(args.model), Path(args.data)
-    py = sys.executable
-    if not (model / "config.json").is_file():
-        cmd = [py, str(REPO / "benchmarks/synthetic.py"), "model", str(model)] + (["--tiny"] if args.cpu_smoke else [])
-        subprocess.run(cmd, check=True)
-    if not (data / "train.jsonl").is_file():
-        subprocess.run(
-            [py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)], check=True
-        )
+    model, data = ensure_model_and_data(args)
     invocation = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     print(f"results: {folder}", flush=True)
     for _ in range(args.repeat):  # rounds: each variant once per round, so repeats interleave
@@ -575,15 +578,8 @@ def check(args) -> int:
     names = [n for n in names if not missing[n]]
     refs = [REFERENCES[VARIANTS[n].family][0] for n in names]
     work = Path(args.work)
-    model, data = Path(args.model), Path(args.data)
+    model, data = ensure_model_and_data(args)
     py = sys.executable
-    if not (model / "config.json").is_file():
-        cmd = [py, str(REPO / "benchmarks/synthetic.py"), "model", str(model)] + (["--tiny"] if args.cpu_smoke else [])
-        subprocess.run(cmd, check=True)
-    if not (data / "train.jsonl").is_file():
-        subprocess.run(
-            [py, str(REPO / "benchmarks/synthetic.py"), "data", str(data), "--tokenizer", str(model)], check=True
-        )
     results = {}
     for name in dict.fromkeys(refs + names):
         out = work / "checks" / f"{name}.json"
