@@ -60,6 +60,34 @@ def training_rows(data_dir: str, tokenizer, keys: dict):
     return dataset, rows
 
 
+def trainer_config(variant, keys: dict, work: Path) -> dict:
+    """SFTConfig keyword arguments for an external trainer: the variant's hyperparameters on training_rows' data."""
+    return dict(
+        output_dir=str(work / "runs" / variant.name),
+        max_steps=variant.steps,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        bf16=True,
+        seed=keys.get("seed", 42),
+        per_device_train_batch_size=keys["per_device_train_batch_size"],
+        gradient_accumulation_steps=keys["gradient_accumulation_steps"],
+        learning_rate=keys["learning_rate"],
+        lr_scheduler_type=keys.get("lr_scheduler_type", "linear"),
+        warmup_steps=keys.get("warmup_steps", 0),
+        weight_decay=keys.get("weight_decay", 0.0),
+        optim=keys.get("optim", "adamw_torch"),
+        max_length=keys["max_length"],
+        packing=bool(keys.get("packing")),
+        padding_free=bool(keys.get("packing")),
+        # The answer masks arrive as the `assistant_masks` column, which TRL folds into the labels by itself;
+        # assistant_only_loss would make TRL re-derive them from conversations, and it refuses tokenized rows.
+        assistant_only_loss=False,
+        dataset_num_proc=None,
+    )
+
+
 def unsloth_result(variant, keys: dict, model_dir: str, data_dir: str, work: Path) -> dict:
     os.environ.update(OFFLINE)
     from unsloth import FastLanguageModel  # noqa: I001  (first: Unsloth patches transformers, trl and peft on import)
@@ -114,28 +142,7 @@ def unsloth_result(variant, keys: dict, model_dir: str, data_dir: str, work: Pat
             return super().training_step(model, inputs, num_items_in_batch)
 
     timer = Timer()
-    config = SFTConfig(
-        output_dir=str(work / "runs" / variant.name),
-        max_steps=variant.steps,
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=1,
-        bf16=True,
-        seed=keys.get("seed", 42),
-        per_device_train_batch_size=keys["per_device_train_batch_size"],
-        gradient_accumulation_steps=keys["gradient_accumulation_steps"],
-        learning_rate=keys["learning_rate"],
-        lr_scheduler_type=keys.get("lr_scheduler_type", "linear"),
-        warmup_steps=keys.get("warmup_steps", 0),
-        weight_decay=keys.get("weight_decay", 0.0),
-        optim=keys.get("optim", "adamw_torch"),
-        max_length=keys["max_length"],
-        packing=bool(keys.get("packing")),
-        padding_free=bool(keys.get("packing")),
-        assistant_only_loss=keys.get("assistant_only_loss", True),
-        dataset_num_proc=None,
-    )
+    config = SFTConfig(**trainer_config(variant, keys, work))
     trainer = CountingTrainer(
         model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
     )

@@ -1,7 +1,7 @@
 """Training-speed benchmark: named variants of the project's recipes, each trained for a fixed number of steps on one
 GPU, in its own process, on the same synthetic data and EEVE-shaped random-weight model.
 
-    python benchmarks/bench_train.py run [--variants q_default,b_fast,...] [--repeat N]
+    python benchmarks/bench_train.py run [--variants q_default,b_fast,...] [--repeat N] [--profile]
     python benchmarks/bench_train.py report [--write benchmarks/RESULTS.md]
     python benchmarks/bench_train.py check --cpu-smoke      # the fixed-batch check alone, one per scoring path
     python benchmarks/bench_train.py list
@@ -14,7 +14,9 @@ training loop; the runner adds the GPU's clocks, power and temperature before, d
 Results go to `benchmarks/results/train_speed/<date>_<device>/<variant>.json` (repeats: `<variant>.runN.json`).
 Before its first step every variant scores a fixed batch of conversations with its own collator and attention path;
 `report` compares that loss and the trained tokens with its family's reference in the same folder, the check that
-packing, padding-free attention and kernel swaps leave the objective unchanged.
+packing, padding-free attention and kernel swaps leave the objective unchanged. With `--profile` each variant
+trains one more step after the timed ones under the torch profiler and writes its GPU time by kernel family to
+`<variant>.profile.txt` beside the result (a profiler in the process slows the steps after it, so never before them).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ WORKLOAD_SAMPLES = 100_000 * 2
 CHECK_EXAMPLES = 8  # conversations in the fixed correctness batch
 LOSS_RTOL = 1e-3  # relative loss difference allowed between attention/kernel paths in bf16 (a mask error: ~3e-3)
 LEAK_FRACTION = 0.2  # per-token log-prob differences must stay under this share of the mask-error control's
+PROBE_STD = 0.01  # LoRA B values of the adapter probe: each projection's adapter then adds a few % to its output
 KNOWN_HOOKS = ("fp32_lora_input_cast", "float8_base")
 RUNNERS = ("bench", "unsloth")
 
@@ -129,6 +132,7 @@ def bench_keys(variant: Variant, model: str, data: str, out_dir: Path, cpu_smoke
         "early_stopping_patience": None,
         "report_to": "none",
         "include_num_input_tokens_seen": "non_padding",
+        "logging_steps": 1,  # every step's loss and gradient norm go into the result (loss curves)
         **variant.overrides,
     }
     if cpu_smoke:  # the benchmark's own logic on a tiny model, no GPU
@@ -216,6 +220,27 @@ def fixed_batch_check(trainer, examples: list[dict]) -> dict:
             leak_loss, _, leak_lp = score(leaky)
             result["leak_control_loss"] = leak_loss
             result["leak_control_mean_abs_logprob_diff"] = float((leak_lp - log_probs).abs().mean())
+        # PEFT starts every LoRA B at zero, so the scores above never run the adapters' arithmetic. The probe scores
+        # the batch again with the same seeded B values in every variant of a family, so a change to how the
+        # adapters are computed (fused projections, FP8 base matmuls) shows in its loss and log-probs.
+        lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+        originals = [p.detach().clone() for p in lora_b]
+        generator = torch.Generator().manual_seed(0)
+        try:
+            with torch.no_grad():
+                for p in lora_b:
+                    p.copy_(torch.randn(p.shape, generator=generator) * PROBE_STD)
+            if lora_b:
+                probe_loss, _, probe_lp = score(batch)
+                result["adapter_probe"] = {
+                    "loss": probe_loss,
+                    "std": PROBE_STD,
+                    "log_probs": [round(float(x), 5) for x in probe_lp],
+                }
+        finally:
+            with torch.no_grad():
+                for p, original in zip(lora_b, originals, strict=True):
+                    p.copy_(original)
     finally:
         for m, p in zip(dropouts, saved, strict=True):
             m.p = p
@@ -240,6 +265,9 @@ def worker(args) -> None:
     # The variant as a recipe file on top of its base recipe: dict-valued keys need no command-line syntax.
     recipe_file = out_dir / "bench_recipe.yaml"
     keys = bench_keys(variant, args.model, args.data, out_dir, args.cpu_smoke)
+    profiling = args.profile and torch.cuda.is_available() and not args.cpu_smoke
+    if profiling:  # one more step, profiled after the timed ones: the profiler's overhead stays out of the timing
+        keys["max_steps"] += 1
     recipe_file.write_text(yaml.safe_dump({"base_recipe": str(REPO / variant.recipe), **keys}, sort_keys=False))
     t_start = time.time()
 
@@ -277,6 +305,15 @@ def worker(args) -> None:
             self.marks = []
             self.unix = []  # wall-clock time of each mark, to match GPU clock samples to the timed steps
             self.check = None
+            self.profiler = None
+            self.profile_step = training.max_steps - 1 if profiling else None  # the extra last step
+
+        def on_step_begin(self, args_, state, control, **kwargs):
+            if state.global_step == self.profile_step and self.profiler is None:
+                sync()
+                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+                self.profiler.__enter__()
+                self.profile_start = time.perf_counter()
 
         def on_train_begin(self, args_, state, control, **kwargs):
             if not args.no_check:
@@ -291,6 +328,12 @@ def worker(args) -> None:
             sync()
             self.marks.append((time.perf_counter(), trainer.input_tokens, trainer.label_tokens, trainer.micro_steps))
             self.unix.append(time.time())
+            if self.profiler is not None and self.profile_step is not None:
+                wall = time.perf_counter() - self.profile_start
+                self.profiler.__exit__(None, None, None)
+                self.profile_step = None
+                summary = kernel_summary(self.profiler, wall, f"{variant.name}, optimizer step {state.global_step}")
+                Path(args.out).with_suffix(".profile.txt").write_text(summary, encoding="utf-8")
 
     timer = Timer()
     # The LoRA input casts are the variant's choice (apply_hooks), not build_trainer's.
@@ -312,7 +355,7 @@ def worker(args) -> None:
     trainer.train()
     t_done = time.time()
 
-    marks = timer.marks
+    marks = timer.marks[:-1] if profiling else timer.marks
     w = min(variant.warmup, len(marks) - 2, training.max_steps - 1)
     (t0, in0, lab0, _), (t1, in1, lab1, _) = marks[w], marks[-1]
     steps = len(marks) - 1 - w
@@ -345,7 +388,11 @@ def worker(args) -> None:
         "train_seconds": t_done - t_loaded,
         "check": timer.check,
         "hooks_report": hook_report,
-        "timed_window_unix": [timer.unix[w], timer.unix[-1]],
+        # Every optimizer step's training loss and gradient norm, for loss-curve comparisons between variants.
+        "train_log": [
+            [e["step"], e["loss"], e.get("grad_norm")] for e in trainer.state.log_history if "loss" in e and "step" in e
+        ],
+        "timed_window_unix": [timer.unix[w], timer.unix[len(marks) - 1]],
         "env": environment(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -355,6 +402,47 @@ def worker(args) -> None:
         f"peak {result['peak_allocated_gib'] or 0:.2f} GiB",
         flush=True,
     )
+
+
+# Kernel families of a training step, matched on the kernel's name in this order (first match wins).
+KERNEL_FAMILIES = (
+    ("matmul (cuBLAS / CUTLASS)", r"gemm|nvjet|cutlass|xmma|cublas|splitk"),
+    ("4-bit dequantize (bitsandbytes)", r"dequant"),
+    ("flex attention", r"flex|triton_tem"),
+    ("Liger (RMSNorm, SwiGLU, RoPE, CE)", r"rms_norm|swiglu|rope|liger|cross_entropy|fused_linear"),
+    ("dropout / random", r"dropout|bernoulli|philox|distribution"),
+    ("optimizer", r"adam|optimizer|multi_tensor|kOptimizer|8bit"),
+    ("copies / fills", r"copy|memcpy|memset|fill|CatArray"),
+    ("other elementwise / reductions", r"elementwise|vectorized|unrolled|reduce|index|triton_"),
+)
+
+
+def kernel_summary(prof, wall_s: float, title: str) -> str:
+    """GPU time of one profiled step by kernel family and the 30 costliest kernels, as text."""
+    rows = []
+    for event in prof.key_averages():
+        device_us = getattr(event, "self_device_time_total", None)
+        if device_us is None:  # older torch
+            device_us = getattr(event, "self_cuda_time_total", 0)
+        if device_us > 0:
+            rows.append((event.key, event.count, device_us / 1e6))
+    total = sum(r[2] for r in rows)
+    families: dict[str, float] = {}
+    for key, _, seconds in rows:
+        family = next((f for f, pattern in KERNEL_FAMILIES if re.search(pattern, key, re.I)), "other")
+        families[family] = families.get(family, 0.0) + seconds
+    lines = [
+        f"torch profiler, {title}: wall {wall_s * 1e3:.0f} ms, GPU kernels {total * 1e3:.0f} ms "
+        f"({total / wall_s:.0%} of the wall time)",
+        "",
+        f"{'kernel family':40s} {'ms':>9s} {'share':>7s}",
+    ]
+    for family, seconds in sorted(families.items(), key=lambda kv: -kv[1]):
+        lines.append(f"{family:40s} {seconds * 1e3:9.1f} {seconds / total:7.1%}")
+    lines += ["", f"{'calls':>7s} {'ms':>9s} {'share':>7s}  kernel"]
+    for key, count, seconds in sorted(rows, key=lambda r: -r[2])[:30]:
+        lines.append(f"{count:7d} {seconds * 1e3:9.1f} {seconds / total:7.1%}  {key[:110]}")
+    return "\n".join(lines) + "\n"
 
 
 def environment() -> dict:
@@ -470,6 +558,7 @@ def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -
             str(out),
         ]
         + (["--cpu-smoke"] if args.cpu_smoke and not external else [])
+        + (["--profile"] if args.profile and not external else [])
     )
     env = dict(os.environ)
     if external and args.external_site:  # the external trainer's own package set, first on the path
@@ -529,6 +618,7 @@ SCORING_KEYS = (
     "use_liger_kernel",
     "dtype",
     "load_in_4bit",
+    "fused_lora",
 )
 
 
@@ -652,6 +742,11 @@ def main() -> None:
     r.add_argument("--timeout", type=int, default=480, help="seconds per variant")
     r.add_argument("--external-site", default="", help="package folder for external-trainer variants (Unsloth)")
     r.add_argument(
+        "--profile",
+        action="store_true",
+        help="also write each variant's GPU kernels of one step (<variant>.profile.txt)",
+    )
+    r.add_argument(
         "--date",
         default=datetime.datetime.now(datetime.UTC).date().isoformat(),
         help="date of the results folder (default: today, UTC)",
@@ -661,6 +756,7 @@ def main() -> None:
     w.add_argument("--out", required=True, help="result file to write")
     w.add_argument("--no-check", action="store_true")
     w.add_argument("--check-only", action="store_true", help="score the fixed batch and stop")
+    w.add_argument("--profile", action="store_true", help="profile one more step's GPU kernels, after the timed ones")
     c = sub.add_parser(
         "check", parents=[common], help="the fixed-batch check alone for each distinct scoring path among the variants"
     )

@@ -61,6 +61,28 @@ def test_the_fixed_batch_check_fails_on_changed_loss_or_labels():
     assert not report.compare(far_tokens, padded)["pass"]
 
 
+def test_the_adapter_probe_and_loss_curve_are_compared_where_both_results_have_them():
+    report = report_module()
+    results = report.load_folder(H100)
+    fast, padded = copy.deepcopy(results["q_default"][0]), copy.deepcopy(results["q_padded"][0])
+    assert "adapter_probe" not in fast["check"]  # recorded before the probe: compared without it
+    assert "probe_rel_loss_diff" not in report.compare(fast, padded)
+    probe = {"loss": 11.0, "std": 0.01, "log_probs": [-10.0] * padded["check"]["trained_tokens"]}
+    padded["check"]["adapter_probe"] = probe
+    fast["check"]["adapter_probe"] = copy.deepcopy(probe)
+    same = report.compare(fast, padded)
+    assert same["pass"] and same["probe_rel_loss_diff"] == 0
+    fast["check"]["adapter_probe"]["loss"] = 11.0 * 1.01  # the adapters computed differently: base scores agree
+    assert not report.compare(fast, padded)["pass"]
+    fast["check"]["adapter_probe"] = {**probe, "log_probs": [-9.5] * len(probe["log_probs"])}
+    assert not report.compare(fast, padded)["pass"]
+
+    assert report.loss_curve_diff(fast, padded) is None  # neither logged its steps
+    padded["train_log"] = [[1, 11.0, 2.0], [2, 10.0, 2.1], [3, 9.0, 2.2]]
+    fast["train_log"] = [[2, 10.5, 2.0], [3, 9.0, 2.0], [4, 8.0, 2.0]]
+    assert report.loss_curve_diff(fast, padded) == (0.05, 2)
+
+
 def test_a_folder_without_the_padded_run_checks_against_the_shipped_recipe():
     report = report_module()
     results = report.load_folder(ROOT / "2026-12-01_h200")
@@ -183,29 +205,19 @@ def tiny_model_and_data(tmp_path_factory):
     return root
 
 
+def bench_cli(command: str, *args, root):
+    """`bench_train.py COMMAND --cpu-smoke ARGS` on the tiny model and data under `root`."""
+    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+    cmd = [sys.executable, str(REPO / "benchmarks/bench_train.py"), command, "--cpu-smoke", *map(str, args)]
+    cmd += ["--model", str(root / "model"), "--data", str(root / "data")]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
+
+
 def test_every_scoring_path_of_the_variant_table_passes_the_fixed_batch_check_on_cpu(tiny_model_and_data):
     """A new variant with a new collator, attention or hook path is checked here before it reaches the GPU."""
     bench = bench_module()
     root = tiny_model_and_data
-    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks/bench_train.py"),
-            "check",
-            "--cpu-smoke",
-            "--work",
-            str(root / "w"),
-            "--model",
-            str(root / "model"),
-            "--data",
-            str(root / "data"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": path},
-    )
+    proc = bench_cli("check", "--work", root / "w", root=root)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     paths = bench.scoring_paths(cpu_smoke=True)
     for name in paths:
@@ -217,6 +229,8 @@ def test_every_scoring_path_of_the_variant_table_passes_the_fixed_batch_check_on
         assert ("reference" in line) if name == refs[0] else ("PASS" in line), line
     packed = json.loads((root / "w/checks/q_packed.json").read_text())["check"]
     assert packed["leak_control_loss"] != packed["loss"]  # the packed path really scored a flattened batch
+    assert packed["adapter_probe"]["loss"] != packed["loss"]  # the probe ran the adapters' arithmetic
+    assert "q_default_fused" in paths  # the fused projections are one of the scoring paths checked above
 
 
 def test_an_external_trainer_variant_without_its_packages_is_recorded_as_not_run(tmp_path):
@@ -248,6 +262,32 @@ def test_the_external_runner_trains_the_tokens_and_answer_masks_the_project_trai
     assert dataset[0]["input_ids"] == expected["input_ids"]
     assert dataset[0]["assistant_masks"] == [int(x != -100) for x in expected["labels"]]
     assert 0 < sum(dataset[0]["assistant_masks"]) < len(dataset[0]["input_ids"])  # answer only, not the prompt
+
+
+def test_the_external_runners_trainer_config_trains_the_answer_tokens_only(tiny_model_and_data, tmp_path):
+    """TRL, given training_rows' data and the runner's config, builds the labels the project's tokenizer made."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    bench, external = bench_module(), load_module("bench_external")
+    root = tiny_model_and_data
+    tokenizer = AutoTokenizer.from_pretrained(root / "model")
+    variant = bench.VARIANTS["x_unsloth_packed"]
+    keys = {**bench._recipe_keys(variant.recipe), **variant.overrides, "max_length": 256}
+    dataset, rows = external.training_rows(str(root / "data"), tokenizer, keys)
+    config = external.trainer_config(variant, keys, tmp_path)
+    assert config["packing"] and config["padding_free"]
+    config.update(bf16=False, use_cpu=True, optim="adamw_torch")  # CPU: no bf16 autocast, no paged 8-bit Adam
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(root / "model"),
+        args=SFTConfig(**config),
+        train_dataset=dataset.select(range(6)),
+        processing_class=tokenizer,
+    )
+    labels = [x for row in trainer.train_dataset["labels"] for x in row]  # packed rows, in order
+    assert labels == [x for r in rows[:6] for x in r["labels"]]  # the project's labels, prompt masked
+    trained = sum(1 for x in labels if x != -100)
+    assert trained < sum(len(r) for r in trainer.train_dataset["input_ids"])  # prompts are not trained
 
 
 def test_results_md_generation_section_is_generated_from_the_stored_results():
@@ -302,3 +342,51 @@ def test_docgen_rows_per_hour_counts_an_answer_and_a_share_of_a_question_prompt(
     assert t["warm"]["rows_per_hour"] == 900 and t["warm"]["tokens_per_row"] == 250
     assert t["cold"]["seconds_per_row"] == 120 / 20 + 80 / 20
     assert bench.throughput({"questions_per_chunk": 2, "stages": stages[:1]}) is None  # answers never ran
+
+
+def test_a_profiled_step_is_summarised_by_kernel_family():
+    bench = bench_module()
+
+    class Event:
+        def __init__(self, key, count, us):
+            self.key, self.count, self.self_device_time_total = key, count, us
+
+    class Profile:
+        def key_averages(self):
+            return [
+                Event("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NTN", 700, 600_000),
+                Event("void kDequantizeBlockwise<__nv_bfloat16, 512, 64, 8, 2>(float*, ...)", 336, 30_000),
+                Event("triton_tem_fused_flex_attention_0", 96, 120_000),
+                Event("_rms_norm_forward_kernel", 97, 10_000),
+                Event("void at::native::vectorized_elementwise_kernel<4, ...>", 2000, 200_000),
+                Event("cudaLaunchKernel", 5000, 0),  # host-side rows carry no device time
+                Event("some_unknown_kernel", 1, 40_000),
+            ]
+
+    text = bench.kernel_summary(Profile(), 1.25, "q_default, optimizer step 2")
+    assert text.startswith("torch profiler, q_default, optimizer step 2: wall 1250 ms, GPU kernels 1000 ms (80%")
+    lines = text.splitlines()
+    family = {line[:40].strip(): line[40:].split() for line in lines[3:10] if line.strip()}
+    assert family["matmul (cuBLAS / CUTLASS)"] == ["600.0", "60.0%"]
+    assert family["4-bit dequantize (bitsandbytes)"] == ["30.0", "3.0%"]
+    assert family["flex attention"] == ["120.0", "12.0%"]
+    assert family["other elementwise / reductions"] == ["200.0", "20.0%"]
+    assert family["other"] == ["40.0", "4.0%"]
+    assert "cudaLaunchKernel" not in text
+    top = lines[lines.index(next(x for x in lines if x.strip().startswith("calls"))) + 1]
+    assert top.split()[:3] == ["700", "600.0", "60.0%"]
+
+
+def test_a_cpu_smoke_run_records_the_timing_every_steps_loss_and_the_adapter_probe(tiny_model_and_data, tmp_path):
+    root = tiny_model_and_data
+    proc = bench_cli(
+        "run", "--variants", "q_default_fused", "--work", tmp_path / "w", "--results", tmp_path / "results",
+        "--date", "2026-12-01", root=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "results/2026-12-01_cpu/q_default_fused.json").read_text())
+    assert result["status"] == "ok" and result["tokens_per_s"] > 0
+    assert [step for step, _, _ in result["train_log"]] == [1, 2, 3]  # max_steps 3 in the smoke run
+    assert all(loss > 0 and grad_norm > 0 for _, loss, grad_norm in result["train_log"])
+    probe = result["check"]["adapter_probe"]
+    assert probe["loss"] != result["check"]["loss"] and len(probe["log_probs"]) == result["check"]["trained_tokens"]

@@ -56,6 +56,7 @@ def test_default_recipe_is_the_original_plus_speed_settings_only():
         "pad_to_multiple_of",
         "attn_implementation",
         "use_liger_kernel",
+        "fused_lora",
     }
     assert default["packing"] and default["attn_implementation"] == "flex_attention"
 

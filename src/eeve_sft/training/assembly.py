@@ -151,4 +151,8 @@ def build_trainer(
     trainer.create_model_card = lambda *args, **kwargs: None
     if training.bf16 and skip_lora_input_casts:
         skip_redundant_lora_input_casts(trainer.model)
+    if project.fused_lora:
+        from .fused_lora import enable_fused_lora
+
+        logger.info("fused LoRA: %d projections", enable_fused_lora(trainer.model))
     return trainer

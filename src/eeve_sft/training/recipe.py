@@ -63,6 +63,13 @@ class ProjectArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow training into an output_dir that already holds a run."}
     )
+    fused_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute each LoRA projection (base + dropout + A/B) in one autograd function: the same "
+            "arithmetic in fewer passes over memory (eeve_sft.training.fused_lora)."
+        },
+    )
 
 
 DATACLASSES = (ScriptArguments, SFTConfig, ModelConfig, ProjectArguments)
@@ -326,6 +333,8 @@ def check_for_training(recipe: Recipe) -> None:
         raise UserError(
             "chat_template_path is not used: the EEVE template is fixed; change its system line with system_prompt"
         )
+    if project.fused_lora and not model.use_peft:
+        raise UserError("fused_lora: true needs LoRA adapters: set use_peft: true, or fused_lora: false")
     if training.packing and training.max_length is None:
         raise UserError("packing needs max_length")
     if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):

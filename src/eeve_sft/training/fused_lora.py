@@ -1,0 +1,157 @@
+"""LoRA projections in fewer kernels and passes over memory than PEFT's module-by-module forward.
+
+PEFT computes ``base(x) + lora_B(lora_A(dropout(x))) * scaling`` as separate operations, and autograd stores and
+walks each of them: per projection the adapter's output is scaled in one pass and added in another (the 4-bit
+layer copies the base output first), and the backward scales the incoming gradient and adds two input gradients
+with further full-size passes. On EEVE that is 336 projections per step, each pass as large as the projection's
+output (up to 14,336 columns).
+
+:func:`enable_fused_lora` gives each plain LoRA projection one autograd function that does the same arithmetic
+with the scale and the sum folded into the matrix products (``addmm`` accumulates into the base output, and into
+the base input gradient), keeps the dropout mask (1 byte per element) instead of the dropped copy of the input,
+and dequantizes a 4-bit base weight for the product and again in the backward, never keeping a bf16 copy. What
+it does not cover (DoRA and other LoRA variants, several active adapters, merged or disabled adapters, a trainable
+base or LoRA bias, DeepSpeed ZeRO-3's partitioned weights) keeps PEFT's own forward, decided at every call.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+
+
+def _base_weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """The frozen base weight as a `dtype` matrix: a 4-bit weight dequantized by bitsandbytes, freed after use."""
+    weight = base.weight
+    quant_state = getattr(weight, "quant_state", None)
+    if quant_state is not None:
+        import bitsandbytes.functional as bnbf
+
+        weight = bnbf.dequantize_4bit(weight.data, quant_state)
+    return weight if weight.dtype == dtype else weight.to(dtype)
+
+
+def _masked_scale(t: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """``t * keep / (1 - p)`` through dropout's own backward kernel (vectorized; a bool-by-bf16 product is not)."""
+    return torch.ops.aten.native_dropout_backward(t, keep, 1.0 / (1.0 - p))
+
+
+class FusedLoraFunction(torch.autograd.Function):
+    """``base(x) + scaling * B(A(dropout(x)))`` with one saved mask and the scale and sums inside the products."""
+
+    @staticmethod
+    def forward(ctx, x, lora_a, lora_b, base, scaling, p, dtype, out_dtype):
+        xc = x.to(dtype)
+        bias = base.bias
+        out = F.linear(xc, _base_weight(base, dtype), None if bias is None else bias.to(dtype))
+        a, b = lora_a.to(dtype), lora_b.to(dtype)
+        if p > 0:
+            dropped, keep = torch.native_dropout(xc, p, True)
+        else:
+            dropped, keep = xc, None
+        xa = F.linear(dropped, a)
+        out.view(-1, out.shape[-1]).addmm_(xa.view(-1, xa.shape[-1]), b.t(), alpha=scaling)
+        ctx.save_for_backward(xc, keep, xa, a, b)
+        ctx.base, ctx.scaling, ctx.p, ctx.dtype = base, scaling, p, dtype
+        ctx.x_dtype, ctx.lora_dtypes = x.dtype, (lora_a.dtype, lora_b.dtype)
+        return out if out.dtype == out_dtype else out.to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xc, keep, xa, a, b = ctx.saved_tensors
+        scaling, p, dtype = ctx.scaling, ctx.p, ctx.dtype
+        g = grad_out.to(dtype).reshape(-1, grad_out.shape[-1])
+        xa = xa.reshape(-1, xa.shape[-1])
+        dxa = torch.mm(g, b * scaling)  # gradient at A's output: (tokens, r), small
+        grad_a = grad_b = grad_x = None
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.mm(g.t(), xa * scaling).to(ctx.lora_dtypes[1])
+        if keep is not None:
+            keep = keep.reshape(-1, keep.shape[-1])
+        if ctx.needs_input_grad[1]:
+            x2 = xc.reshape(-1, xc.shape[-1])
+            # The dropped input, rebuilt from the mask: 1 byte kept per element instead of a 2-byte copy.
+            dropped = x2 if keep is None else _masked_scale(x2, keep, p)
+            grad_a = torch.mm(dxa.t(), dropped).to(ctx.lora_dtypes[0])
+            del dropped  # a full-size temporary: freed before the input gradient's
+        if ctx.needs_input_grad[0]:
+            gx = torch.mm(g, _base_weight(ctx.base, dtype))
+            if keep is None:
+                gx.addmm_(dxa, a)
+            else:
+                gx.add_(_masked_scale(torch.mm(dxa, a), keep, p))
+            grad_x = gx.view(*grad_out.shape[:-1], gx.shape[-1]).to(ctx.x_dtype)
+        return grad_x, grad_a, grad_b, None, None, None, None, None
+
+
+def _static_support(module) -> bool:
+    """Whether `module`'s structure is one the fused function computes: a plain LoRA on a Linear or 4-bit Linear."""
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(module, LoraLayer) or not hasattr(module, "lora_A"):
+        return False
+    base = module.get_base_layer()
+    if not isinstance(base, torch.nn.Linear) and getattr(base.weight, "quant_state", None) is None:
+        return False  # e.g. 8-bit bitsandbytes layers: PEFT's path
+    return type(base).__name__ in ("Linear", "Linear4bit")
+
+
+def _call_plan(module, x, args, kwargs):
+    """The adapter to fuse for this call, or None when PEFT's own forward must run."""
+    if args or kwargs or module.disable_adapters or module.merged:
+        return None
+    active = [name for name in module.active_adapters if name in module.lora_A]
+    if len(active) != 1:
+        return None
+    name = active[0]
+    if name in getattr(module, "lora_variant", {}) or module.use_dora.get(name, False):
+        return None
+    lora_a, lora_b = module.lora_A[name], module.lora_B[name]
+    if not isinstance(lora_a, torch.nn.Linear) or not isinstance(lora_b, torch.nn.Linear):
+        return None
+    if lora_a.bias is not None or lora_b.bias is not None:
+        return None
+    base = module.get_base_layer()
+    if base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad):
+        return None
+    if any(hasattr(w, "ds_id") for w in (lora_a.weight, lora_b.weight, base.weight)):
+        return None  # ZeRO-3: weights are gathered by module hooks that calling the function directly would skip
+    return name
+
+
+def _fused_forward(self, x, *args, **kwargs):
+    name = _call_plan(self, x, args, kwargs)
+    if name is None:
+        return type(self).forward(self, x, *args, **kwargs)
+    base = self.get_base_layer()
+    quantized = getattr(base.weight, "quant_state", None) is not None
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+    elif quantized:
+        dtype = getattr(base, "compute_dtype", None) or x.dtype
+    else:
+        dtype = base.weight.dtype
+    # What PEFT's forward returns: the 4-bit layer gives back the input's dtype, a Linear its matmul's.
+    out_dtype = x.dtype if quantized else dtype
+    dropout = self.lora_dropout[name]
+    p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
+    return FusedLoraFunction.apply(
+        x, self.lora_A[name].weight, self.lora_B[name].weight, base, self.scaling[name], p, dtype, out_dtype
+    )
+
+
+def enable_fused_lora(model) -> int:
+    """Route every plain LoRA projection of `model` through :class:`FusedLoraFunction`; returns how many.
+
+    Each call still checks that the fused path applies (see the module docstring) and otherwise runs PEFT's own
+    forward, so merging, disabling or switching adapters later keeps working."""
+    changed = 0
+    for module in model.modules():
+        if _static_support(module) and not getattr(module, "_eeve_fused_lora", False):
+            module.forward = types.MethodType(_fused_forward, module)
+            module._eeve_fused_lora = True
+            changed += 1
+    return changed
