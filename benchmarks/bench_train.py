@@ -620,6 +620,7 @@ SCORING_KEYS = (
     "load_in_4bit",
     "fused_lora",
 )
+BOOL_SCORING_KEYS = ("packing", "padding_free", "use_liger_kernel", "load_in_4bit", "fused_lora")
 
 
 def scoring_paths(cpu_smoke: bool) -> dict:
@@ -636,7 +637,11 @@ def scoring_paths(cpu_smoke: bool) -> dict:
         base = _recipe_keys(v.recipe)
         # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing.
         hooks = tuple(sorted(h for h in v.hooks if not (cpu_smoke and h == "fp32_lora_input_cast")))
-        signature = (v.family, tuple((k, keys.get(k, base.get(k))) for k in SCORING_KEYS), hooks)
+        # A flag no recipe in the chain sets is off: a recipe that says `false` scores the same way.
+        values = tuple(
+            (k, keys.get(k, base.get(k)) or (False if k in BOOL_SCORING_KEYS else None)) for k in SCORING_KEYS
+        )
+        signature = (v.family, values, hooks)
         paths.setdefault(signature, v.name)
     return {name: signature for signature, name in paths.items()}
 
