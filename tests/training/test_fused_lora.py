@@ -180,3 +180,19 @@ def test_peft_forward_runs_where_the_fused_path_does_not_apply(monkeypatch):
     layer.base_layer.weight.requires_grad_(True)  # a trainable base needs its weight gradient: PEFT's path
     model(x)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_training_assembly_routes_the_recipes_projections_as_the_recipe_says(fused, tmp_path, monkeypatch):
+    from eeve_sft.training.assembly import build_trainer, prepare_data
+    from eeve_sft.training.modeling import tokenizer_for_recipe
+    from eeve_sft.training.recipe import parse_recipe
+    from helpers import REPO
+
+    monkeypatch.chdir(REPO)
+    flags = ["--output_dir", str(tmp_path / "run"), "--fused_lora", str(fused).lower(), "--eval_strategy", "no"]
+    recipe = parse_recipe(REPO / "recipes/demo_cpu.yaml", flags)
+    tokenizer = tokenizer_for_recipe(recipe)
+    trainer = build_trainer(recipe, tokenizer, prepare_data(recipe, tokenizer, names=["train"], limit=4))
+    routed = [m for m in trainer.model.modules() if getattr(m, "_eeve_fused_lora", False)]
+    assert len(routed) == (2 * len(TARGETS) if fused else 0)
