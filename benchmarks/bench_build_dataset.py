@@ -16,7 +16,6 @@ between the markers in RESULTS.md is replaced; the rest of the file is left alon
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -25,12 +24,12 @@ import random
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import yaml
 
 from eeve_sft.data_prep import build_dataset, load_mix
+from eeve_sft.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN = "<!-- bench_build_dataset: begin -->"
@@ -289,11 +288,7 @@ def machine() -> str:
 
 def versions(names: tuple[str, ...] = ("datasketch", "kiwipiepy", "kiwipiepy-model", "numpy", "pyyaml", "tqdm")) -> str:
     """'name version' of each installed package in `names`."""
-    found = []
-    for name in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):  # report only what is installed
-            found.append(f"{name} {metadata.version(name)}")
-    return ", ".join(found)
+    return ", ".join(f"{name} {v}" for name, v in package_versions(names).items() if v)  # only what is installed
 
 
 def report(rows: int, stats: dict, wall: float, input_mb: float) -> str:

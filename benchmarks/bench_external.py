@@ -148,50 +148,17 @@ def unsloth_result(variant, keys: dict, model_dir: str, data_dir: str, work: Pat
     )
     trainer.train()
 
-    marks = timer.marks
-    w = min(variant.warmup, len(marks) - 2)
-    (t0, in0, lab0), (t1, in1, lab1) = marks[w], marks[-1]
-    steps, seconds = len(marks) - 1 - w, t1 - t0
-    mean_len = sum(lengths) / len(lengths)
-    tok_s = (in1 - in0) / seconds
     return {
-        "name": variant.name,
-        "status": "ok",
-        "family": variant.family,
-        "label": variant.label,
-        "recipe": variant.recipe,
-        "overrides": variant.overrides,
+        **bench_train.timed_result(variant, timer.marks, timer.unix, sum(lengths) / len(lengths)),
         "hooks": [],
         "runner": "unsloth",
-        "measured_steps": steps,
-        "warmup_steps": w,
-        "seconds": seconds,
-        "s_per_step": seconds / steps,
-        "tokens_per_s": tok_s,
-        "label_tokens_per_s": (lab1 - lab0) / seconds,
-        "tokens_per_step": (in1 - in0) / steps,
         "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
         "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
-        "data_mean_tokens": mean_len,
         "data_mean_trained_tokens": sum(r["num_trained"] for r in rows) / len(rows),
         "data_rows": len(rows),
-        "workload_hours": bench_train.WORKLOAD_SAMPLES * mean_len / tok_s / 3600,
         "check": None,  # Unsloth's own kernels score the batch: the project's fixed-batch check does not apply
-        "timed_window_unix": [timer.unix[w], timer.unix[-1]],
-        "env": {**bench_train.environment(), **_versions("unsloth", "unsloth_zoo")},
+        "env": bench_train.environment("unsloth", "unsloth_zoo"),
     }
-
-
-def _versions(*names) -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 RUNNERS = {"unsloth": unsloth_result}

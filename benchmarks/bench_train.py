@@ -356,49 +356,33 @@ def worker(args) -> None:
     t_done = time.time()
 
     marks = timer.marks[:-1] if profiling else timer.marks
-    w = min(variant.warmup, len(marks) - 2, training.max_steps - 1)
-    (t0, in0, lab0, _), (t1, in1, lab1, _) = marks[w], marks[-1]
-    steps = len(marks) - 1 - w
-    seconds = t1 - t0
-    mean_len = sum(lengths) / len(lengths)
-    tok_s = (in1 - in0) / seconds
-    result = {
-        "name": variant.name,
-        "status": "ok",
-        "family": variant.family,
-        "label": variant.label,
-        "recipe": variant.recipe,
-        "overrides": variant.overrides,
-        "hooks": list(variant.hooks),
-        "measured_steps": steps,
-        "warmup_steps": w,
-        "micro_steps_per_step": (marks[-1][3] - marks[w][3]) / steps,
-        "seconds": seconds,
-        "s_per_step": seconds / steps,
-        "tokens_per_s": tok_s,
-        "label_tokens_per_s": (lab1 - lab0) / seconds,
-        "tokens_per_step": (in1 - in0) / steps,
-        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
-        "data_mean_tokens": mean_len,
-        "data_mean_trained_tokens": sum(trained_per_row) / len(trained_per_row),
-        "data_rows": len(lengths),
-        "workload_hours": WORKLOAD_SAMPLES * mean_len / tok_s / 3600,
-        "load_seconds": t_loaded - t_start,
-        "train_seconds": t_done - t_loaded,
-        "check": timer.check,
-        "hooks_report": hook_report,
-        # Every optimizer step's training loss and gradient norm, for loss-curve comparisons between variants.
-        "train_log": [
-            [e["step"], e["loss"], e.get("grad_norm")] for e in trainer.state.log_history if "loss" in e and "step" in e
-        ],
-        "timed_window_unix": [timer.unix[w], timer.unix[len(marks) - 1]],
-        "env": environment(),
-    }
+    result = timed_result(variant, marks, timer.unix, sum(lengths) / len(lengths))
+    w = result["warmup_steps"]
+    result.update(
+        {
+            "hooks": list(variant.hooks),
+            "micro_steps_per_step": (marks[-1][3] - marks[w][3]) / result["measured_steps"],
+            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+            "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
+            "data_mean_trained_tokens": sum(trained_per_row) / len(trained_per_row),
+            "data_rows": len(lengths),
+            "load_seconds": t_loaded - t_start,
+            "train_seconds": t_done - t_loaded,
+            "check": timer.check,
+            "hooks_report": hook_report,
+            # Every optimizer step's training loss and gradient norm, for loss-curve comparisons between variants.
+            "train_log": [
+                [e["step"], e["loss"], e.get("grad_norm")]
+                for e in trainer.state.log_history
+                if "loss" in e and "step" in e
+            ],
+            "env": environment(),
+        }
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(
-        f"RESULT {variant.name}: {tok_s:.0f} tok/s, {result['s_per_step']:.2f} s/step, "
+        f"RESULT {variant.name}: {result['tokens_per_s']:.0f} tok/s, {result['s_per_step']:.2f} s/step, "
         f"peak {result['peak_allocated_gib'] or 0:.2f} GiB",
         flush=True,
     )
@@ -445,17 +429,47 @@ def kernel_summary(prof, wall_s: float, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def environment() -> dict:
-    import importlib.metadata as md
+def timed_result(variant: Variant, marks: list, unix: list, mean_tokens: float) -> dict:
+    """A result's identity and timing, as every runner reports them. `marks[i]` is (time, tokens, trained tokens, ...)
+    at the end of step i (0: the start of training) and `unix[i]` its wall-clock time; the first `variant.warmup`
+    steps (at least one step stays timed) are left out."""
+    w = min(variant.warmup, len(marks) - 2)
+    (t0, in0, lab0, *_), (t1, in1, lab1, *_) = marks[w], marks[-1]
+    steps, seconds = len(marks) - 1 - w, t1 - t0
+    tok_s = (in1 - in0) / seconds
+    return {
+        "name": variant.name,
+        "status": "ok",
+        "family": variant.family,
+        "label": variant.label,
+        "recipe": variant.recipe,
+        "overrides": variant.overrides,
+        "measured_steps": steps,
+        "warmup_steps": w,
+        "seconds": seconds,
+        "s_per_step": seconds / steps,
+        "tokens_per_s": tok_s,
+        "label_tokens_per_s": (lab1 - lab0) / seconds,
+        "tokens_per_step": (in1 - in0) / steps,
+        "data_mean_tokens": mean_tokens,
+        "workload_hours": WORKLOAD_SAMPLES * mean_tokens / tok_s / 3600,
+        "timed_window_unix": [unix[w], unix[len(marks) - 1]],
+    }
 
+
+def environment(*extra_packages: str) -> dict:
+    """Python, torch, the training packages (and `extra_packages`) and the GPU a result was measured with."""
     import torch
 
+    from eeve_sft.versions import package_versions
+
     env = {"torch": torch.__version__, "python": sys.version.split()[0]}
-    for name in ("transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel", "datasets", "torchao"):
-        try:
-            env[name] = md.version(name)
-        except md.PackageNotFoundError:
-            env[name] = None
+    env.update(
+        package_versions(
+            ("transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel", "datasets", "torchao")
+            + extra_packages
+        )
+    )
     if torch.cuda.is_available():
         env["device"] = torch.cuda.get_device_name(0)
         env["device_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)

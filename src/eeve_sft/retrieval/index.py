@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from ..errors import UserError
 from ..jsonfiles import write_json, write_jsonl
 from ..output_dir import atomic_output_dir, check_output_dir
+from ..versions import package_versions
 from .chunking import Chunk, chunk_documents
 from .dense import DenseIndex, embed_documents, embed_queries, load_embedder, model_identity
 from .documents import Skipped, load_documents
@@ -34,16 +34,6 @@ FUSION_DEPTH = 50  # candidates taken from each retriever before fusing
 MODES = ("bm25", "dense", "hybrid")
 _PACKAGES = ("eeve-sft", "kiwipiepy", "kiwipiepy-model", "bm25s", "markdown-it-py", "beautifulsoup4", "pypdf")
 _DENSE_PACKAGES = ("sentence-transformers", "faiss-cpu", "torch", "transformers")
-
-
-def _versions(names: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def index_text(chunk: Chunk) -> str:
@@ -92,7 +82,7 @@ def build_index(
             "fusion": {"method": "reciprocal_rank", "k": RRF_K, "depth": FUSION_DEPTH},
         },
         "embedding": embedding,
-        "versions": _versions(_PACKAGES + (_DENSE_PACKAGES if embedding else ())),
+        "versions": package_versions(_PACKAGES + (_DENSE_PACKAGES if embedding else ()), missing="not installed"),
         "counts": {
             "files": len(documents) + len(skipped),
             "documents": len(documents),

@@ -93,12 +93,11 @@ def _static_support(module) -> bool:
     if not isinstance(module, LoraLayer) or not hasattr(module, "lora_A"):
         return False
     base = module.get_base_layer()
-    if not isinstance(base, torch.nn.Linear) and getattr(base.weight, "quant_state", None) is None:
-        return False  # e.g. 8-bit bitsandbytes layers: PEFT's path
-    return type(base).__name__ in ("Linear", "Linear4bit")
+    # torch's Linear or bitsandbytes' Linear4bit (a subclass); 8-bit and other quantized Linears keep PEFT's path.
+    return isinstance(base, torch.nn.Linear) and type(base).__name__ in ("Linear", "Linear4bit")
 
 
-def _call_plan(module, x, args, kwargs):
+def _call_plan(module, args, kwargs):
     """The adapter to fuse for this call, or None when PEFT's own forward must run."""
     if args or kwargs or module.disable_adapters or module.merged:
         return None
@@ -122,7 +121,7 @@ def _call_plan(module, x, args, kwargs):
 
 
 def _fused_forward(self, x, *args, **kwargs):
-    name = _call_plan(self, x, args, kwargs)
+    name = _call_plan(self, args, kwargs)
     if name is None:
         return type(self).forward(self, x, *args, **kwargs)
     base = self.get_base_layer()

@@ -21,13 +21,13 @@ import platform
 import re
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import yaml
 
 from ..errors import UserError
 from ..jsonfiles import write_json
+from ..versions import package_versions
 
 PACKAGES = (
     "eeve-sft",
@@ -297,12 +297,7 @@ def collect_run_info(
 ) -> dict:
     import torch
 
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = package_versions(PACKAGES)
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain") if commit else None
     return {
