@@ -10,7 +10,8 @@ The variants are data (`benchmarks/train_variants.yaml`): a recipe plus override
 `parse_recipe` and trained by TRL's `SFTTrainer` exactly as `scripts/sft.py` builds it (same tokenizer, tokenization,
 model-loading kwargs, PEFT and quantization config). Per variant the worker reports, over the steps after warm-up:
 non-padding tokens/s, trained (label) tokens/s, s/step, and peak allocated / reserved GPU memory over the whole
-training loop; the runner adds the GPU's clocks, power and temperature before, during and after (gpu_clocks.py).
+training loop, and for a compiled variant what torch.compile did (graphs, graph breaks and their reasons); the
+runner adds the GPU's clocks, power and temperature before, during and after (gpu_clocks.py).
 Results go to `benchmarks/results/train_speed/<date>_<device>/<variant>.json` (repeats: `<variant>.runN.json`).
 Before its first step every variant scores a fixed batch of conversations with its own collator and attention path;
 `report` compares that loss and the trained tokens with its family's reference in the same folder, the check that
@@ -379,6 +380,8 @@ def worker(args) -> None:
             "env": environment(),
         }
     )
+    if training.torch_compile:
+        result["compile"] = compile_report()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(
@@ -386,6 +389,20 @@ def worker(args) -> None:
         f"peak {result['peak_allocated_gib'] or 0:.2f} GiB",
         flush=True,
     )
+
+
+def compile_report() -> dict:
+    """What torch.compile did in this process: graphs, graph breaks (with their most frequent reasons) and the
+    reasons CUDA graphs were skipped, so that a compiled variant that ran mostly eager shows as such."""
+    from torch._dynamo.utils import counters
+
+    breaks = counters["graph_break"]
+    return {
+        "unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
+        "graph_breaks": int(sum(breaks.values())),
+        "break_reasons": {reason[:200]: n for reason, n in breaks.most_common(5)},
+        "cudagraph_skips": int(counters["inductor"].get("cudagraph_skips", 0)),
+    }
 
 
 # Kernel families of a training step, matched on the kernel's name in this order (first match wins).
@@ -595,18 +612,24 @@ def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -
         )
         out.write_text(json.dumps(result, indent=1))
     else:
-        tail = log.read_text(errors="replace").strip().splitlines()[-12:]
-        oom = any("OutOfMemoryError" in line or "CUDA out of memory" in line for line in tail)
-        write_failure(
-            out,
-            variant,
-            repeat,
-            invocation,
-            "out of GPU memory" if oom else f"exit {code}: " + " | ".join(tail[-3:]),
-            clocks.record(),
-        )
-        print("\n".join(tail), flush=True)
+        lines = log.read_text(errors="replace").strip().splitlines()
+        write_failure(out, variant, repeat, invocation, failure_summary(lines, code), clocks.record())
+        print("\n".join(lines[-12:]), flush=True)
     print(f"   {variant.name} done in {time.time() - started:.0f}s (exit {code})", flush=True)
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit)\b:?")
+
+
+def failure_summary(log_lines: list[str], code) -> str:
+    """One line for a variant that left no result: out of GPU memory, or its exit code and the last exception line
+    of its log (a traceback's last frames and the hints printed after it say less than the exception itself)."""
+    tail = log_lines[-80:]
+    if any("OutOfMemoryError" in line or "CUDA out of memory" in line for line in tail):
+        return "out of GPU memory"
+    exceptions = [line.strip() for line in tail if _EXCEPTION_LINE.match(line.strip())]
+    last = exceptions[-1] if exceptions else next((line.strip() for line in reversed(tail) if line.strip()), "")
+    return f"exit {code}: {last}"
 
 
 def write_failure(out: Path, variant: Variant, repeat: int, invocation: str, error: str, clocks=None) -> None:

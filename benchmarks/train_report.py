@@ -128,7 +128,8 @@ def report_table(results: dict) -> str:
     for runs in results.values():
         for r in runs:
             if r["status"] != "ok":
-                lines.append(f"| {_row_name(r)} | {_setup(r)} | {r['error']} | | | | | | | | | |")
+                error = r["error"].replace("|", "\\|")  # a message's own bars would split the table's cells
+                lines.append(f"| {_row_name(r)} | {_setup(r)} | {error} | | | | | | | | | |")
                 continue
             if reference_for(results, r) == r["name"] and r is results[r["name"]][0]:
                 check = "reference"

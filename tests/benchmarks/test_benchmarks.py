@@ -4,6 +4,7 @@ import copy
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -390,3 +391,48 @@ def test_a_cpu_smoke_run_records_the_timing_every_steps_loss_and_the_adapter_pro
     assert all(loss > 0 and grad_norm > 0 for _, loss, grad_norm in result["train_log"])
     probe = result["check"]["adapter_probe"]
     assert probe["loss"] != result["check"]["loss"] and len(probe["log_probs"]) == result["check"]["trained_tokens"]
+
+
+def test_a_variant_that_left_no_result_is_summarised_by_its_exception_line():
+    bench = bench_module()
+    log = [
+        "Traceback (most recent call last):",
+        '  File "bench_train.py", line 206, in fixed_batch_check',
+        "torch._dynamo.exc.InternalTorchDynamoError: RuntimeError: accessing tensor output of CUDAGraphs | overwritten",
+        "from user code:",
+        '  File "modeling_llama.py", line 295, in forward',
+        "    hidden_states = self.input_layernorm(hidden_states)",
+        "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace",
+    ]
+    summary = bench.failure_summary(log, 1)
+    assert summary == "exit 1: " + log[2]  # the exception, not the hints and frames printed after it
+    assert bench.failure_summary(["step 1", "torch.OutOfMemoryError: CUDA out of memory."], 1) == "out of GPU memory"
+    assert bench.failure_summary(["loading", "Killed", ""], "timeout") == "exit timeout: Killed"
+    # In the report the message's own bars are escaped, so the row keeps its cells.
+    report = report_module()
+    failed = {"name": "b_fast_fused_cudagraphs", "status": "failed", "error": summary, "repeat": 1}
+    table = report.report_table({"b_fast_fused_cudagraphs": [failed]})
+    row = next(line for line in table.splitlines() if "CUDAGraphs" in line)
+    cells = re.split(r"(?<!\\)\|", row)[1:-1]
+    assert len(cells) == 12 and "CUDAGraphs \\| overwritten" in cells[2]
+
+
+def test_a_compiled_variant_records_its_graphs_and_graph_breaks():
+    import torch
+
+    bench = bench_module()
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+
+    def f(x):
+        x = x * 2
+        torch._dynamo.graph_break()
+        return x + 1
+
+    assert bench.compile_report()["graph_breaks"] == 0
+    out = torch.compile(f, backend="eager")(torch.ones(3))
+    assert out.tolist() == [3.0, 3.0, 3.0]
+    report = bench.compile_report()
+    assert report["graph_breaks"] == 1 and report["unique_graphs"] == 2
+    assert len(report["break_reasons"]) == 1 and report["cudagraph_skips"] == 0
+    torch._dynamo.reset()
