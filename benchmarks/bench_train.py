@@ -694,6 +694,29 @@ def _recipe_keys(recipe: str) -> dict:
     return keys
 
 
+def _check_in_subprocess(worker_args) -> str | None:
+    """The fixed-batch check of one variant in its own process (a GPU's memory and kernels start clean); the error."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", "--check-only", "--variant", worker_args.variant]
+    cmd += ["--work", worker_args.work, "--model", worker_args.model, "--data", worker_args.data]
+    cmd += ["--out", worker_args.out]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    return None if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stdout[-300:]}{proc.stderr[-600:]}"
+
+
+def _check_in_process(worker_args) -> str | None:
+    """The same on the CPU smoke model, in this process: the libraries are imported once for all scoring paths
+    (about 15 s a process), and each variant's environment is undone after it."""
+    saved = dict(os.environ)
+    try:
+        worker(worker_args)
+        return None
+    except Exception as exc:  # one variant's failure is reported with the others, as a subprocess's would be
+        return f"{type(exc).__name__}: {exc}"[:900]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def check(args) -> int:
     """Run the fixed-batch check of the given variants (and their references) without training; 1 if any fails."""
     from train_report import compare
@@ -711,30 +734,23 @@ def check(args) -> int:
     refs = [REFERENCES[VARIANTS[n].family][0] for n in names]
     work = Path(args.work)
     model, data = ensure_model_and_data(args)
-    py = sys.executable
     results = {}
     for name in dict.fromkeys(refs + names):
         out = work / "checks" / f"{name}.json"
-        cmd = [
-            py,
-            str(Path(__file__).resolve()),
-            "worker",
-            "--check-only",
-            "--variant",
-            name,
-            "--work",
-            str(work),
-            "--model",
-            str(model),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-        ]
-        cmd += ["--cpu-smoke"] if args.cpu_smoke else []
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if proc.returncode != 0 or not out.is_file():
-            print(f"{name}: FAIL (exit {proc.returncode}): {proc.stdout[-300:]}{proc.stderr[-600:]}", flush=True)
+        worker_args = argparse.Namespace(
+            variant=name,
+            work=str(work),
+            model=str(model),
+            data=str(data),
+            out=str(out),
+            cpu_smoke=args.cpu_smoke,
+            check_only=True,
+            no_check=False,
+            profile=False,
+        )
+        error = _check_in_process(worker_args) if args.cpu_smoke else _check_in_subprocess(worker_args)
+        if error is not None or not out.is_file():
+            print(f"{name}: FAIL ({error or 'no result'})", flush=True)
             results[name] = None
             continue
         results[name] = json.loads(out.read_text())
