@@ -558,6 +558,24 @@ def run(args) -> None:
     print(report_table(load_folder(folder)), flush=True)
 
 
+SWITCHES = ("cpu_smoke", "check_only", "no_check", "profile")  # the worker's on/off flags
+
+
+def worker_args(variant: str, work, model, data, out, **flags) -> argparse.Namespace:
+    """One worker run's arguments, as `bench_train.py worker` parses them: for a subprocess or for this process."""
+    switches = dict.fromkeys(SWITCHES, False) | flags
+    return argparse.Namespace(
+        variant=variant, work=str(work), model=str(model), data=str(data), out=str(out), **switches
+    )
+
+
+def worker_flags(run_args: argparse.Namespace) -> list[str]:
+    """The command line of :func:`worker_args` (the external runner takes the same flags)."""
+    flags = ["--variant", run_args.variant, "--work", run_args.work, "--model", run_args.model]
+    flags += ["--data", run_args.data, "--out", run_args.out]
+    return flags + [f"--{name.replace('_', '-')}" for name in SWITCHES if getattr(run_args, name)]
+
+
 def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -> None:
     import importlib.machinery
 
@@ -573,23 +591,17 @@ def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -
         print(f"== {variant.name}: skipped, needs {', '.join(missing)}", flush=True)
         return
     script = "bench_external.py" if external else "bench_train.py"
+    run_args = worker_args(
+        variant.name,
+        work,
+        args.model,
+        args.data,
+        out,
+        cpu_smoke=args.cpu_smoke and not external,
+        profile=args.profile and not external,
+    )
     cmd = (
-        [sys.executable, str(REPO / "benchmarks" / script)]
-        + ([] if external else ["worker"])
-        + [
-            "--variant",
-            variant.name,
-            "--work",
-            str(work),
-            "--model",
-            args.model,
-            "--data",
-            args.data,
-            "--out",
-            str(out),
-        ]
-        + (["--cpu-smoke"] if args.cpu_smoke and not external else [])
-        + (["--profile"] if args.profile and not external else [])
+        [sys.executable, str(REPO / "benchmarks" / script)] + ([] if external else ["worker"]) + worker_flags(run_args)
     )
     env = dict(os.environ)
     if external and args.external_site:  # the external trainer's own package set, first on the path
@@ -694,21 +706,19 @@ def _recipe_keys(recipe: str) -> dict:
     return keys
 
 
-def _check_in_subprocess(worker_args) -> str | None:
+def _check_in_subprocess(run_args) -> str | None:
     """The fixed-batch check of one variant in its own process (a GPU's memory and kernels start clean); the error."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", "--check-only", "--variant", worker_args.variant]
-    cmd += ["--work", worker_args.work, "--model", worker_args.model, "--data", worker_args.data]
-    cmd += ["--out", worker_args.out]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", *worker_flags(run_args)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     return None if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stdout[-300:]}{proc.stderr[-600:]}"
 
 
-def _check_in_process(worker_args) -> str | None:
+def _check_in_process(run_args) -> str | None:
     """The same on the CPU smoke model, in this process: the libraries are imported once for all scoring paths
     (about 15 s a process), and each variant's environment is undone after it."""
     saved = dict(os.environ)
     try:
-        worker(worker_args)
+        worker(run_args)
         return None
     except Exception as exc:  # one variant's failure is reported with the others, as a subprocess's would be
         return f"{type(exc).__name__}: {exc}"[:900]
@@ -737,18 +747,8 @@ def check(args) -> int:
     results = {}
     for name in dict.fromkeys(refs + names):
         out = work / "checks" / f"{name}.json"
-        worker_args = argparse.Namespace(
-            variant=name,
-            work=str(work),
-            model=str(model),
-            data=str(data),
-            out=str(out),
-            cpu_smoke=args.cpu_smoke,
-            check_only=True,
-            no_check=False,
-            profile=False,
-        )
-        error = _check_in_process(worker_args) if args.cpu_smoke else _check_in_subprocess(worker_args)
+        run_args = worker_args(name, work, model, data, out, cpu_smoke=args.cpu_smoke, check_only=True)
+        error = _check_in_process(run_args) if args.cpu_smoke else _check_in_subprocess(run_args)
         if error is not None or not out.is_file():
             print(f"{name}: FAIL ({error or 'no result'})", flush=True)
             results[name] = None
