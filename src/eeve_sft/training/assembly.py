@@ -151,6 +151,10 @@ def build_trainer(
     trainer.create_model_card = lambda *args, **kwargs: None
     if training.bf16 and skip_lora_input_casts:
         skip_redundant_lora_input_casts(trainer.model)
+    if project.float8_base:  # before fused_lora, which routes the FP8 bases through their own products
+        from .float8 import convert_lora_base_layers
+
+        logger.info("FP8 base projections: %d", convert_lora_base_layers(trainer.model))
     if project.fused_lora:
         from .fused_lora import enable_fused_lora
 

@@ -9,8 +9,9 @@ output (up to 14,336 columns).
 :func:`enable_fused_lora` gives each plain LoRA projection one autograd function that does the same arithmetic
 with the scale and the sum folded into the matrix products (``addmm`` accumulates into the base output, and into
 the base input gradient), keeps the dropout mask (1 byte per element) instead of the dropped copy of the input,
-and dequantizes a 4-bit base weight for the product and again in the backward, never keeping a bf16 copy. What
-it does not cover (DoRA and other LoRA variants, several active adapters, merged or disabled adapters, a trainable
+and dequantizes a 4-bit base weight for the product and again in the backward, never keeping a bf16 copy; a base
+held in FP8 (:mod:`eeve_sft.training.float8`, recipe key ``float8_base``) runs its own FP8 products there. What it
+does not cover (DoRA and other LoRA variants, several active adapters, merged or disabled adapters, a trainable
 base or LoRA bias, DeepSpeed ZeRO-3's partitioned weights) keeps PEFT's own forward, decided at every call.
 """
 
@@ -33,6 +34,25 @@ def _base_weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
     return weight if weight.dtype == dtype else weight.to(dtype)
 
 
+def _is_float8(base: torch.nn.Module) -> bool:
+    return type(base).__name__ == "Float8BaseLinear"  # eeve_sft.training.float8, imported only where it is used
+
+
+def _base_product(base: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``base(x)`` in `dtype` for a (tokens, in) matrix: an FP8 base's own product, else the (dequantized) weight's."""
+    if _is_float8(base):
+        return base.product(x, dtype)
+    bias = base.bias
+    return F.linear(x, _base_weight(base, dtype), None if bias is None else bias.to(dtype))
+
+
+def _base_input_grad(base: torch.nn.Module, g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The gradient at the base's input for the gradient `g` at its output (a fresh matrix the caller adds into)."""
+    if _is_float8(base):
+        return base.input_grad(g, dtype)
+    return torch.mm(g, _base_weight(base, dtype))
+
+
 def _masked_scale(t: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
     """``t * keep / (1 - p)`` through dropout's own backward kernel (vectorized; a bool-by-bf16 product is not)."""
     return torch.ops.aten.native_dropout_backward(t, keep, 1.0 / (1.0 - p))
@@ -41,43 +61,42 @@ def _masked_scale(t: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor
 class FusedLoraFunction(torch.autograd.Function):
     """``base(x) + scaling * B(A(dropout(x)))`` with one saved mask and the scale and sums inside the products."""
 
+    # Everything runs on (tokens, features) matrices, and the in-place sums go into fresh matrices, never into views:
+    # under torch.compile a sum written through a view is copied back into its base, one full-size copy each.
     @staticmethod
     def forward(ctx, x, lora_a, lora_b, base, scaling, p, dtype, out_dtype):
-        xc = x.to(dtype)
-        bias = base.bias
-        out = F.linear(xc, _base_weight(base, dtype), None if bias is None else bias.to(dtype))
+        lead = x.shape[:-1]
+        xc = x.reshape(-1, x.shape[-1]).to(dtype)
+        out = _base_product(base, xc, dtype)
         a, b = lora_a.to(dtype), lora_b.to(dtype)
         if p > 0:
             dropped, keep = torch.native_dropout(xc, p, True)
         else:
             dropped, keep = xc, None
-        xa = F.linear(dropped, a)
-        out.view(-1, out.shape[-1]).addmm_(xa.view(-1, xa.shape[-1]), b.t(), alpha=scaling)
+        xa = torch.mm(dropped, a.t())
+        out.addmm_(xa, b.t(), alpha=scaling)
         ctx.save_for_backward(xc, keep, xa, a, b)
         ctx.base, ctx.scaling, ctx.p, ctx.dtype = base, scaling, p, dtype
         ctx.x_dtype, ctx.lora_dtypes = x.dtype, (lora_a.dtype, lora_b.dtype)
+        out = out.view(*lead, out.shape[-1])
         return out if out.dtype == out_dtype else out.to(out_dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         xc, keep, xa, a, b = ctx.saved_tensors
         scaling, p, dtype = ctx.scaling, ctx.p, ctx.dtype
-        g = grad_out.to(dtype).reshape(-1, grad_out.shape[-1])
-        xa = xa.reshape(-1, xa.shape[-1])
+        g = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
         dxa = torch.mm(g, b * scaling)  # gradient at A's output: (tokens, r), small
         grad_a = grad_b = grad_x = None
         if ctx.needs_input_grad[2]:
             grad_b = torch.mm(g.t(), xa * scaling).to(ctx.lora_dtypes[1])
-        if keep is not None:
-            keep = keep.reshape(-1, keep.shape[-1])
         if ctx.needs_input_grad[1]:
-            x2 = xc.reshape(-1, xc.shape[-1])
             # The dropped input, rebuilt from the mask: 1 byte kept per element instead of a 2-byte copy.
-            dropped = x2 if keep is None else _masked_scale(x2, keep, p)
+            dropped = xc if keep is None else _masked_scale(xc, keep, p)
             grad_a = torch.mm(dxa.t(), dropped).to(ctx.lora_dtypes[0])
             del dropped  # a full-size temporary: freed before the input gradient's
         if ctx.needs_input_grad[0]:
-            gx = torch.mm(g, _base_weight(ctx.base, dtype))
+            gx = _base_input_grad(ctx.base, g, dtype)
             if keep is None:
                 gx.addmm_(dxa, a)
             else:
@@ -93,8 +112,9 @@ def _static_support(module) -> bool:
     if not isinstance(module, LoraLayer) or not hasattr(module, "lora_A"):
         return False
     base = module.get_base_layer()
-    # torch's Linear or bitsandbytes' Linear4bit (a subclass); 8-bit and other quantized Linears keep PEFT's path.
-    return isinstance(base, torch.nn.Linear) and type(base).__name__ in ("Linear", "Linear4bit")
+    # torch's Linear, bitsandbytes' Linear4bit (a subclass) or an FP8 base (float8.py); 8-bit and other quantized
+    # Linears keep PEFT's path.
+    return _is_float8(base) or (isinstance(base, torch.nn.Linear) and type(base).__name__ in ("Linear", "Linear4bit"))
 
 
 def _call_plan(module, args, kwargs):
@@ -129,7 +149,7 @@ def _fused_forward(self, x, *args, **kwargs):
     device = x.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
-    elif quantized:
+    elif quantized or _is_float8(base):
         dtype = getattr(base, "compute_dtype", None) or x.dtype
     else:
         dtype = base.weight.dtype

@@ -70,6 +70,13 @@ class ProjectArguments:
             "arithmetic in fewer passes over memory (eeve_sft.training.fused_lora)."
         },
     )
+    float8_base: bool = field(
+        default=False,
+        metadata={
+            "help": "Hold the frozen base projections in FP8 and run their products in FP8 (bf16 LoRA on a GPU of "
+            "compute capability 8.9 or newer; needs torchao: eeve_sft.training.float8)."
+        },
+    )
 
 
 DATACLASSES = (ScriptArguments, SFTConfig, ModelConfig, ProjectArguments)
@@ -322,6 +329,17 @@ def gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _check_float8_base(recipe: Recipe) -> None:
+    model, training = recipe.model, recipe.training
+    if not model.use_peft or model.load_in_4bit or model.load_in_8bit:
+        raise UserError("float8_base: true is for LoRA on an unquantized model: set use_peft: true, load_in_4bit: false")
+    if importlib.util.find_spec("torchao") is None:
+        raise UserError('float8_base: true needs torchao: pip install -e ".[fp8]", or set float8_base: false')
+    # On a CPU torch computes the FP8 products itself (slowly: for tests); a GPU needs FP8 matrix units.
+    if not training.use_cpu and gpu_available() and torch.cuda.get_device_capability() < (8, 9):
+        raise UserError("float8_base: true needs a GPU with FP8 matrix units (Ada, Hopper or newer); set it false")
+
+
 def check_for_training(recipe: Recipe) -> None:
     """Checks across keys that TRL leaves to fail late (after the model has loaded) or never."""
     model, training, project = recipe.model, recipe.training, recipe.project
@@ -335,6 +353,8 @@ def check_for_training(recipe: Recipe) -> None:
         )
     if project.fused_lora and not model.use_peft:
         raise UserError("fused_lora: true needs LoRA adapters: set use_peft: true, or fused_lora: false")
+    if project.float8_base:
+        _check_float8_base(recipe)
     if training.packing and training.max_length is None:
         raise UserError("packing needs max_length")
     if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):
