@@ -332,7 +332,9 @@ def gpu_available() -> bool:
 def _check_float8_base(recipe: Recipe) -> None:
     model, training = recipe.model, recipe.training
     if not model.use_peft or model.load_in_4bit or model.load_in_8bit:
-        raise UserError("float8_base: true is for LoRA on an unquantized model: set use_peft: true, load_in_4bit: false")
+        raise UserError(
+            "float8_base: true is for LoRA on an unquantized model: set use_peft: true, load_in_4bit: false"
+        )
     if importlib.util.find_spec("torchao") is None:
         raise UserError('float8_base: true needs torchao: pip install -e ".[fp8]", or set float8_base: false')
     # On a CPU torch computes the FP8 products itself (slowly: for tests); a GPU needs FP8 matrix units.
