@@ -3,9 +3,10 @@
 A LoRA base weight never changes while the adapters train, so it is cast to FP8 once, when the trainer is built,
 and its bf16 copy is dropped: the weights take half the memory. The input gradient's product needs the weight's
 transpose in memory (FP8 tensor cores read both operands along the summed dimension); it is made for each backward
-and freed after it, a copy of one byte per weight element. Scales are tensorwise, from torchao's float8 helpers, as in torchao's default float8
-training recipe: e4m3 for weights and inputs, e5m2 for the incoming gradients. Only the input gradient is computed
-(the weight is frozen); the LoRA A/B products, norms, attention and everything trained stay in bf16.
+and freed after it, a copy of one byte per weight element. Scales are tensorwise, from torchao's float8 helpers, as
+in torchao's default float8 training recipe: e4m3 for weights and inputs, e5m2 for the incoming gradients. Only the
+input gradient is computed (the weight is frozen); the LoRA A/B products, norms, attention and everything trained
+stay in bf16.
 
 The fused LoRA projection (:mod:`eeve_sft.training.fused_lora`) calls :meth:`Float8BaseLinear.product` and
 :meth:`Float8BaseLinear.input_grad` inside its own autograd function; on its own the module is a linear layer
@@ -106,7 +107,7 @@ def applies_to(module: torch.nn.Module) -> bool:
 
 def convert_lora_base_layers(model: torch.nn.Module) -> int:
     """Replace the frozen `base_layer` of every LoRA-wrapped projection by a Float8BaseLinear, one at a time (each
-    bf16 weight is freed as its FP8 copies are made); returns how many were replaced."""
+    bf16 weight is freed as its FP8 copy is made); returns how many were replaced."""
     converted = 0
     for name, module in list(model.named_modules()):
         base = getattr(module, "base_layer", None)

@@ -73,8 +73,8 @@ class ProjectArguments:
     float8_base: bool = field(
         default=False,
         metadata={
-            "help": "Hold the frozen base projections in FP8 and run their products in FP8 (bf16 LoRA on a GPU of "
-            "compute capability 8.9 or newer; needs torchao: eeve_sft.training.float8)."
+            "help": "Hold the frozen base projections in FP8 and run their products in FP8 (LoRA on an unquantized "
+            "model, a GPU of compute capability 8.9 or newer; needs torchao: eeve_sft.training.float8)."
         },
     )
 
