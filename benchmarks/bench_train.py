@@ -49,6 +49,9 @@ LEAK_FRACTION = 0.2  # per-token log-prob differences must stay under this share
 PROBE_STD = 0.01  # LoRA B values of the adapter probe: each projection's adapter then adds a few % to its output
 KNOWN_HOOKS = ("fp32_lora_input_cast",)
 RUNNERS = ("bench", "unsloth")
+DATA_KINDS = ("speed", "learnable")  # synthetic.py's uniform random words, or its --learnable ones
+LEARNABLE_TRAIN_ROWS = 6000  # ~330 packed steps of 4 x 2048 tokens: a 300-step curve within one epoch
+CURVE_RTOL = 0.01  # a loss-curve check passes when the loss at every logged step is within 1% of the reference's
 
 
 @dataclasses.dataclass
@@ -64,6 +67,7 @@ class Variant:
     env: dict = dataclasses.field(default_factory=dict)  # set in the worker before anything loads
     needs: tuple = ()  # extra Python packages the variant imports
     runner: str = "bench"  # "bench": this file's worker; else an external trainer in bench_external.py
+    data: str = "speed"  # "learnable": trained on learnable synthetic data, its loss curve checked (CURVE_RTOL)
 
 
 def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
@@ -97,6 +101,8 @@ def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
             raise ValueError(f"{path}: variant {name}: unknown hook(s) {sorted(set(hooks) - set(KNOWN_HOOKS))}")
         if entry.get("runner", "bench") not in RUNNERS:
             raise ValueError(f"{path}: variant {name}: runner must be one of {', '.join(RUNNERS)}")
+        if entry.get("data", "speed") not in DATA_KINDS:
+            raise ValueError(f"{path}: variant {name}: data must be one of {', '.join(DATA_KINDS)}")
         variants[name] = Variant(
             name=name,
             family=entry["family"],
@@ -109,6 +115,7 @@ def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
             env={k: str(v) for k, v in (entry.get("env") or {}).items()},
             needs=tuple(entry.get("needs") or ()),
             runner=entry.get("runner", "bench"),
+            data=entry.get("data", "speed"),
         )
     for family, names in references.items():
         if any(variants.get(n, Variant(n, "", "", "")).family != family for n in names):
@@ -460,6 +467,7 @@ def timed_result(variant: Variant, marks: list, unix: list, mean_tokens: float) 
         "label": variant.label,
         "recipe": variant.recipe,
         "overrides": variant.overrides,
+        "data": variant.data,
         "measured_steps": steps,
         "warmup_steps": w,
         "seconds": seconds,
@@ -524,15 +532,27 @@ def next_repeat(folder: Path, name: str) -> int:
     return repeat
 
 
-def ensure_model_and_data(args) -> tuple[Path, Path]:
-    """The random model and synthetic data folders of `args`, built by synthetic.py where they are missing."""
-    model, data = Path(args.model), Path(args.data)
+def data_dir(data: str | Path, kind: str) -> Path:
+    """The synthetic data of one kind (DATA_KINDS): `data` itself for speed, else its sibling `<data>-<kind>`."""
+    return Path(data) if kind == "speed" else Path(f"{data}-{kind}")
+
+
+def ensure_model_and_data(args, kinds: tuple = ("speed",)) -> tuple[Path, Path]:
+    """The random model and the synthetic data of `args` (each kind of `kinds` in its folder, see data_dir), built
+    by synthetic.py where missing; returns the model's folder and the speed data's."""
+    model = Path(args.model)
     synthetic = [sys.executable, str(REPO / "benchmarks/synthetic.py")]
     if not (model / "config.json").is_file():
         subprocess.run([*synthetic, "model", str(model)] + (["--tiny"] if args.cpu_smoke else []), check=True)
-    if not (data / "train.jsonl").is_file():
-        subprocess.run([*synthetic, "data", str(data), "--tokenizer", str(model)], check=True)
-    return model, data
+    for kind in dict.fromkeys(("speed", *kinds)):
+        folder = data_dir(args.data, kind)
+        if (folder / "train.jsonl").is_file():
+            continue
+        rows = (
+            [] if kind == "speed" else ["--learnable", "--train", "64" if args.cpu_smoke else str(LEARNABLE_TRAIN_ROWS)]
+        )
+        subprocess.run([*synthetic, "data", str(folder), "--tokenizer", str(model), *rows], check=True)
+    return model, Path(args.data)
 
 
 def run(args) -> None:
@@ -546,7 +566,7 @@ def run(args) -> None:
     (work / "logs").mkdir(parents=True, exist_ok=True)
     folder = Path(args.results) / f"{args.date}_{'cpu' if args.cpu_smoke else device_slug()}"
     folder.mkdir(parents=True, exist_ok=True)
-    model, data = ensure_model_and_data(args)
+    model, data = ensure_model_and_data(args, tuple(VARIANTS[n].data for n in names))
     invocation = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     print(f"results: {folder}", flush=True)
     for _ in range(args.repeat):  # rounds: each variant once per round, so repeats interleave
@@ -594,7 +614,7 @@ def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -
         variant.name,
         work,
         args.model,
-        args.data,
+        data_dir(args.data, variant.data),
         out,
         cpu_smoke=args.cpu_smoke and not external,
         profile=args.profile and not external,
@@ -680,6 +700,8 @@ def scoring_paths(cpu_smoke: bool) -> dict:
     paths = {}
     for v in VARIANTS.values():
         if v.runner != "bench":  # an external trainer scores nothing through the project's collator
+            continue
+        if v.data != "speed":  # loss-curve variants repeat speed variants' scoring paths on other data
             continue
         keys = bench_keys(v, "m", "d", Path("o"), cpu_smoke)
         base = _recipe_keys(v.recipe)
@@ -774,12 +796,14 @@ def check(args) -> int:
 
 
 def report(args) -> None:
-    from train_report import check_table, generated_block, load_all, report_table, write_results_md
+    from train_report import check_table, generated_block, load_all, report_table, write_curve_plots, write_results_md
 
     all_results = load_all(Path(args.results))
     for folder, results in all_results.items():
         print(f"{folder}\n{report_table(results)}\n\n{check_table(results)}\n")
     if args.write:
+        for folder, results in all_results.items():  # the loss-curve plots RESULTS.md shows
+            write_curve_plots(Path(args.results) / folder, results)
         write_results_md(Path(args.write), generated_block(all_results))
 
 

@@ -6,6 +6,12 @@ lengths follow a stated distribution. Everything here is deterministic for a giv
 
     python benchmarks/synthetic.py model /tmp/eeve-random          # needs a GPU: ~21.6 GB bf16 safetensors
     python benchmarks/synthetic.py data /tmp/synth --tokenizer /tmp/eeve-random
+    python benchmarks/synthetic.py data /tmp/synth-learnable --tokenizer /tmp/eeve-random --learnable
+
+Speed data's words are uniform random, so no model can lower its loss: two training runs agree whatever their
+arithmetic. `--learnable` writes conversations of the same length distribution whose words follow a fixed random
+successor table most of the time, a pattern a LoRA-trained model learns within a few hundred steps: loss curves of
+two precisions or kernel paths can then be told apart.
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ BOS_ID, PAD_ID, EOS_ID = 1, 2, 32000
 # (system line, user turn, template), the rest the trained assistant answer.
 LENGTH_MEDIAN, LENGTH_SIGMA, LENGTH_MIN, LENGTH_MAX = 350, 0.7, 32, 2048
 PROMPT_SHARE_MEAN = 0.30
+
+# Learnable text: 2,000 words (a fixed random subset of the vocabulary); after each word comes its successor in a fixed
+# random table with probability 0.7, else any of the 2,000. Entropy ~2.9 nats a token, against ln(40960) = 10.6 at the
+# start. The table does not depend on the split's seed: train and eval follow the same pattern.
+LEARNABLE_WORDS, LEARNABLE_FOLLOW, LEARNABLE_TABLE_SEED = 2000, 0.7, 20261202
 
 
 def llama_config(tiny: bool = False):
@@ -138,18 +149,36 @@ def sample_length(rng: random.Random) -> int:
     return min(max(length, LENGTH_MIN), LENGTH_MAX)
 
 
-def make_rows(n: int, seed: int, tokenizer) -> list[dict]:
-    """`n` single-turn conversations whose templated token length follows the distribution above."""
+def learnable_words(vocab_size: int, seed: int):
+    """A `text(count)` function writing learnable text (see LEARNABLE_WORDS) from its own random stream."""
+    table_rng = random.Random(LEARNABLE_TABLE_SEED)
+    words = [i for i in table_rng.sample(range(3, vocab_size), LEARNABLE_WORDS + 1) if i != EOS_ID][:LEARNABLE_WORDS]
+    successor = {w: table_rng.choice(words) for w in words}
+    rng = random.Random(seed)
+
+    def text(count: int) -> str:
+        ids = [rng.choice(words)]
+        for _ in range(count - 1):
+            ids.append(successor[ids[-1]] if rng.random() < LEARNABLE_FOLLOW else rng.choice(words))
+        return " ".join(map(word, ids))
+
+    return text
+
+
+def make_rows(n: int, seed: int, tokenizer, learnable: bool = False) -> list[dict]:
+    """`n` single-turn conversations whose templated token length follows the distribution above; their words
+    uniform random, or with `learnable` from :func:`learnable_words` (lengths drawn from the same distribution)."""
     rng = random.Random(seed)
     vocab_size = len(tokenizer)
     # Template tokens around the two turns: <s>, the default system line, '\nHuman:', '\nAssistant:', <|im_end|>.
     probe = [{"role": "user", "content": "w5"}, {"role": "assistant", "content": "w5"}]
     overhead = len(tokenizer.apply_chat_template(probe, tokenize=True, return_dict=True)["input_ids"]) - 2
 
-    def text(count: int) -> str:
+    def uniform(count: int) -> str:
         ids = (rng.randrange(3, vocab_size) for _ in range(count))
         return " ".join(word(i if i != EOS_ID else 3) for i in ids)
 
+    text = learnable_words(vocab_size, seed) if learnable else uniform
     rows = []
     for _ in range(n):
         total = sample_length(rng)
@@ -162,13 +191,15 @@ def make_rows(n: int, seed: int, tokenizer) -> list[dict]:
     return rows
 
 
-def write_dataset(out_dir: Path, tokenizer, train: int, eval_rows: int, seed: int = 1234) -> dict:
+def write_dataset(
+    out_dir: Path, tokenizer, train: int, eval_rows: int, seed: int = 1234, learnable: bool = False
+) -> dict:
     """train.jsonl and eval.jsonl (the layout of data_prep/build_dataset.py's output); returns length statistics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = {}
     for split, n, split_seed in (("train", train, seed), ("eval", eval_rows, seed + 1)):
-        rows = make_rows(n, split_seed, tokenizer)
+        rows = make_rows(n, split_seed, tokenizer, learnable)
         with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -188,6 +219,7 @@ def main() -> None:
     d.add_argument("--train", type=int, default=3000)
     d.add_argument("--eval", type=int, default=64)
     d.add_argument("--seed", type=int, default=1234)
+    d.add_argument("--learnable", action="store_true", help="words with a learnable pattern (loss-curve checks)")
     args = parser.parse_args()
     if args.command == "model":
         build_model(Path(args.out_dir), args.tiny)
@@ -195,7 +227,7 @@ def main() -> None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        print(write_dataset(Path(args.out_dir), tokenizer, args.train, args.eval, args.seed))
+        print(write_dataset(Path(args.out_dir), tokenizer, args.train, args.eval, args.seed, args.learnable))
 
 
 if __name__ == "__main__":

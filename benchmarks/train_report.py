@@ -9,7 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench_train import CHECK_EXAMPLES, LEAK_FRACTION, LOSS_RTOL, REFERENCES, VARIANTS
+from bench_train import (
+    CHECK_EXAMPLES,
+    CURVE_RTOL,
+    LEAK_FRACTION,
+    LEARNABLE_TRAIN_ROWS,
+    LOSS_RTOL,
+    REFERENCES,
+    VARIANTS,
+)
 
 
 def load_folder(folder: Path) -> dict:
@@ -74,12 +82,82 @@ def compare(result: dict, reference: dict | None) -> dict | None:
 
 def loss_curve_diff(result: dict, reference: dict | None) -> tuple[float, int] | None:
     """(largest relative difference of the training loss at a step both logged, number of such steps), or None."""
-    mine = {step: loss for step, loss, *_ in result.get("train_log") or ()}
-    ref = {step: loss for step, loss, *_ in (reference or {}).get("train_log") or ()}
+    curve = curve_check(result, reference)
+    return (curve["max_rel_diff"], curve["steps"]) if curve else None
+
+
+def _losses(result: dict | None) -> dict:
+    return {step: loss for step, loss, *_ in (result or {}).get("train_log") or ()}
+
+
+def curve_check(result: dict, reference: dict | None) -> dict | None:
+    """The training losses of `result` against `reference` at the steps both logged, or None where they share none.
+    It passes when both logged the same steps and every loss is within CURVE_RTOL of the reference's."""
+    mine, ref = _losses(result), _losses(reference)
     common = sorted(set(mine) & set(ref))
     if not common:
         return None
-    return max(abs(mine[s] - ref[s]) / abs(ref[s]) for s in common), len(common)
+    rel = {s: abs(mine[s] - ref[s]) / abs(ref[s]) for s in common}
+    worst = max(common, key=rel.get)
+    return {
+        "pass": set(mine) == set(ref) and rel[worst] <= CURVE_RTOL,
+        "max_rel_diff": rel[worst],
+        "at_step": worst,
+        "steps": len(common),
+        "ref_steps": len(ref),
+        "first": (mine[common[0]], ref[common[0]]),
+        "last": (mine[common[-1]], ref[common[-1]]),
+    }
+
+
+def curve_pairs(results: dict) -> list[tuple[dict, str, dict]]:
+    """(result, reference name, its check) for every loss-curve variant (data: learnable) with a reference run."""
+    pairs = []
+    for name, runs in results.items():
+        if name not in VARIANTS or VARIANTS[name].data == "speed":
+            continue
+        ref_name = reference_for(results, runs[0])
+        for r in runs:
+            if r.get("status") != "ok" or ref_name is None or r is results[ref_name][0]:
+                continue
+            curve = curve_check(r, results[ref_name][0])
+            if curve is not None:
+                pairs.append((r, ref_name, curve))
+    return pairs
+
+
+def curve_plot_name(r: dict) -> str:
+    return f"{r['name']}" + (f".run{r['repeat']}" if r.get("repeat", 1) > 1 else "") + ".curve.png"
+
+
+def write_curve_plots(folder: Path, results: dict) -> list[Path]:
+    """One PNG per loss-curve pair in `folder`: both curves, and their relative difference against CURVE_RTOL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for r, ref_name, curve in curve_pairs(results):
+        mine, ref = _losses(r), _losses(results[ref_name][0])
+        steps = sorted(set(mine) & set(ref))
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(3, 2))
+        top.plot(steps, [ref[s] for s in steps], label=ref_name, linewidth=1)
+        top.plot(steps, [mine[s] for s in steps], label=r["name"], linewidth=1)
+        top.set_ylabel("training loss")
+        top.legend()
+        top.set_title(f"{r['name']} against {ref_name}: {'PASS' if curve['pass'] else 'FAIL'}")
+        bottom.plot(steps, [100 * abs(mine[s] - ref[s]) / abs(ref[s]) for s in steps], linewidth=1, color="C2")
+        bottom.axhline(100 * CURVE_RTOL, color="C3", linestyle="--", linewidth=1, label=f"{CURVE_RTOL:.0%} limit")
+        bottom.set_ylabel("|Δloss| / loss, %")
+        bottom.set_xlabel("optimizer step")
+        bottom.legend()
+        fig.tight_layout()
+        path = Path(folder) / curve_plot_name(r)
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def reference_for(results: dict, r: dict) -> str | None:
@@ -191,6 +269,29 @@ BEGIN, END = "<!-- bench_train tables: begin -->", "<!-- bench_train tables: end
 VERSION_KEYS = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "liger-kernel", "torchao")
 
 
+def curve_table(folder: str, results: dict) -> str:
+    """The loss-curve checks of one folder, each with its plot (written by `report --write`)."""
+    lines = [
+        "| variant | reference | steps | first loss (variant / reference) | last loss (variant / reference) "
+        f"| max rel. diff (step) | result (≤ {CURVE_RTOL:.0%} at every step) | plot |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r, ref_name, c in curve_pairs(results):
+        plot = f"results/train_speed/{folder}/{curve_plot_name(r)}"
+        lines.append(
+            f"| {_row_name(r)} | `{ref_name}` | {c['steps']} / {c['ref_steps']} "
+            f"| {c['first'][0]:.3f} / {c['first'][1]:.3f} | {c['last'][0]:.3f} / {c['last'][1]:.3f} "
+            f"| {c['max_rel_diff']:.2%} ({c['at_step']}) | {'PASS' if c['pass'] else 'FAIL'} | [plot]({plot}) |"
+        )
+    if len(lines) == 2:
+        return ""
+    images = [
+        f"![{r['name']} against {ref}](results/train_speed/{folder}/{curve_plot_name(r)})"
+        for r, ref, _ in curve_pairs(results)
+    ]
+    return "\n".join(lines + [""] + images)
+
+
 def folder_block(folder: str, results: dict) -> str:
     """Heading, device, versions and both tables for one results folder."""
     oks = [r for runs in results.values() for r in runs if r.get("status") == "ok"]
@@ -215,6 +316,9 @@ def folder_block(folder: str, results: dict) -> str:
         "",
         check_table(results),
     ]
+    curves = curve_table(folder, results)
+    if curves:
+        lines += ["", "Loss curves (variants trained on learnable synthetic data, `data: learnable`):", "", curves]
     return "\n".join(lines)
 
 
@@ -267,6 +371,13 @@ def generated_block(all_results: dict) -> str:
             "probe; results recorded before it existed are compared without it) and must agree with the reference "
             "there by the same limits. The training-loss column compares the losses both logged at the same steps "
             "(informational: dropout draws differ between implementations)."
+        ),
+        (
+            f"- Loss curves: a variant with `data: learnable` trains on {LEARNABLE_TRAIN_ROWS:,} conversations of the "
+            "same length distribution whose words mostly follow a fixed successor table (`synthetic.py --learnable`; "
+            "the uniform random words of the speed data leave nothing to learn, so any two curves on them agree), and "
+            f"passes when its training loss at every logged step is within {CURVE_RTOL:.0%} of its reference's "
+            "(same seed, same batches in the same order)."
         ),
     ]
     for folder, results in all_results.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,22 @@ def demo_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> Path:
-    """A finished demo run, launched with `accelerate launch` as the README says."""
-    out = tmp_path_factory.mktemp("demo") / "run"
-    launcher = (*ACCELERATE, *ACCELERATE_CPU)
-    result = train_demo(out, launcher=launcher)
-    assert result.returncode == 0, result.stderr[-3000:]
+def demo_run(tmp_path_factory, worker_id) -> Path:
+    """A finished demo run, launched with `accelerate launch` as the README says.
+
+    Trained once for the whole session: pytest-xdist's workers share the folder above their own temporary folders,
+    and a lock makes the others wait for the first one's run instead of training it again on the same cores.
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent
+    out = root / "demo-shared" / "run"
+    with FileLock(str(root / "demo-shared.lock")):
+        if not (out / "final").is_dir():
+            shutil.rmtree(out.parent, ignore_errors=True)  # a run another worker left half-done
+            launcher = (*ACCELERATE, *ACCELERATE_CPU)
+            result = train_demo(out, launcher=launcher)
+            assert result.returncode == 0, result.stderr[-3000:]
     return out

@@ -1,6 +1,7 @@
 """The training-speed tables in benchmarks/RESULTS.md come from the stored result files, and the check can fail."""
 
 import copy
+import hashlib
 import importlib.util
 import json
 import os
@@ -137,6 +138,7 @@ def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(t
         ({**good, "hooks": ["x"]}, "unknown hook"),
         ({**good, "stepz": 3}, "unknown field"),
         ({**good, "recipe": "other"}, "recipe must be"),
+        ({**good, "data": "random"}, "data must be one of speed, learnable"),
     ]:
         path.write_text(yaml.safe_dump({**base, "variants": [bad]}), encoding="utf-8")
         with pytest.raises(ValueError, match=message):
@@ -381,16 +383,75 @@ def test_a_profiled_step_is_summarised_by_kernel_family():
 def test_a_cpu_smoke_run_records_the_timing_every_steps_loss_and_the_adapter_probe(tiny_model_and_data, tmp_path):
     root = tiny_model_and_data
     proc = bench_cli(
-        "run", "--variants", "q_default_fused", "--work", tmp_path / "w", "--results", tmp_path / "results",
+        "run", "--variants", "c_fast_fused", "--work", tmp_path / "w", "--results", tmp_path / "results",
         "--date", "2026-12-01", root=root,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads((tmp_path / "results/2026-12-01_cpu/q_default_fused.json").read_text())
+    result = json.loads((tmp_path / "results/2026-12-01_cpu/c_fast_fused.json").read_text())
     assert result["status"] == "ok" and result["tokens_per_s"] > 0
     assert [step for step, _, _ in result["train_log"]] == [1, 2, 3]  # max_steps 3 in the smoke run
     assert all(loss > 0 and grad_norm > 0 for _, loss, grad_norm in result["train_log"])
     probe = result["check"]["adapter_probe"]
     assert probe["loss"] != result["check"]["loss"] and len(probe["log_probs"]) == result["check"]["trained_tokens"]
+    # A loss-curve variant trains on the learnable data, built beside the speed data on first use.
+    recipe = yaml.safe_load((tmp_path / "w/runs/c_fast_fused/bench_recipe.yaml").read_text())
+    assert recipe["dataset_name"] == f"{root / 'data'}-learnable" and result["data"] == "learnable"
+    first = json.loads((root / "data-learnable/train.jsonl").read_text().splitlines()[0])
+    assert first != json.loads((root / "data/train.jsonl").read_text().splitlines()[0])
+
+
+def test_learnable_synthetic_words_follow_one_successor_table_and_speed_data_stays_as_measured():
+    synthetic = load_module("synthetic")
+    tokenizer = synthetic.build_tokenizer(40960)
+    # The speed data the stored results were measured on: a change here would make new rows incomparable.
+    speed = synthetic.make_rows(20, 1234, tokenizer)
+    assert hashlib.sha256(json.dumps(speed).encode()).hexdigest().startswith("03c434876154b87a")
+
+    def words(rows):
+        return [[int(w[1:]) for w in m["content"].split()] for row in rows for m in row["messages"]]
+
+    train, held_out = (
+        words(synthetic.make_rows(300, 1234, tokenizer, True)),
+        words(synthetic.make_rows(50, 7, tokenizer, True)),
+    )
+    vocabulary = {w for text in train for w in text}
+    assert len(vocabulary) <= synthetic.LEARNABLE_WORDS and synthetic.EOS_ID not in vocabulary
+    successor = {}
+    for text in train:
+        for a, b in zip(text, text[1:], strict=False):
+            successor.setdefault(a, {}).setdefault(b, 0)
+            successor[a][b] += 1
+    table = {a: max(c, key=c.get) for a, c in successor.items()}
+    pairs = [(a, b) for text in held_out for a, b in zip(text, text[1:], strict=False) if a in table]
+    follows = sum(table[a] == b for a, b in pairs) / len(pairs)
+    assert 0.6 < follows < 0.8  # another split's seed, the same table (LEARNABLE_FOLLOW 0.7)
+    uniform = words(synthetic.make_rows(300, 1234, tokenizer))
+    mean = sum(map(len, uniform)) / len(uniform)
+    assert abs(sum(map(len, train)) / len(train) - mean) < 0.15 * mean  # the same length distribution
+
+
+def test_a_loss_curve_check_fails_beyond_one_percent_or_on_other_steps_and_is_plotted(tmp_path):
+    bench, report = bench_module(), report_module()
+    assert bench.REFERENCES["bf16_curve"][0] == "c_fast_fused" and bench.VARIANTS["c_fast_fused"].data == "learnable"
+
+    def result(name, losses):
+        return {"name": name, "status": "ok", "family": "bf16_curve", "repeat": 1,
+                "train_log": [[i + 1, loss, 1.0] for i, loss in enumerate(losses)]}  # fmt: skip
+
+    ref = [10.0, 8.0, 6.0, 5.0]
+    close = result("c_fast_fp8_fused_compile_noliger", [10.0, 8.05, 6.03, 4.98])
+    results = {"c_fast_fused": [result("c_fast_fused", ref)], "c_fast_fp8_fused_compile_noliger": [close]}
+    [(r, ref_name, c)] = report.curve_pairs(results)
+    assert r is close and ref_name == "c_fast_fused" and c["pass"] and c["at_step"] == 2
+    assert c["max_rel_diff"] == pytest.approx(0.05 / 8)
+    far = result("c_fast_fp8_fused_compile_noliger", [10.0, 8.0, 6.07, 5.0])  # 1.2% at one step
+    assert not report.curve_check(far, results["c_fast_fused"][0])["pass"]
+    short = result("c_fast_fp8_fused_compile_noliger", ref[:3])  # a run that stopped early
+    assert not report.curve_check(short, results["c_fast_fused"][0])["pass"]
+    [plot] = report.write_curve_plots(tmp_path, results)
+    assert plot.name == "c_fast_fp8_fused_compile_noliger.curve.png" and plot.read_bytes()[:4] == b"\x89PNG"
+    table = report.curve_table("2026-12-02_h200", results)
+    assert "| PASS |" in table and f"(results/train_speed/2026-12-02_h200/{plot.name})" in table
 
 
 def test_a_variant_that_left_no_result_is_summarised_by_its_exception_line():
