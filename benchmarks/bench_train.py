@@ -173,7 +173,9 @@ def apply_hooks(model, hooks: tuple, bf16: bool) -> dict:
         from eeve_sft.training.modeling import skip_redundant_lora_input_casts
 
         skip_redundant_lora_input_casts(model)
-    fp8 = [m for m in model.modules() if type(m).__name__ == "Float8BaseLinear"]  # recipe key float8_base
+    from eeve_sft.training.fused_lora import is_float8_base
+
+    fp8 = [m for m in model.modules() if is_float8_base(m)]  # recipe key float8_base
     if fp8:
         import torch
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 _spec = importlib.util.spec_from_file_location("avx512bf16_cpu", Path(__file__).parent / "avx512bf16/sitecustomize.py")
 _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 
-from helpers import ACCELERATE, ACCELERATE_CPU, DEMO_MODEL, DEMO_RECIPE, train_demo  # noqa: E402  (after the CPU is set up)
+from helpers import ACCELERATE, ACCELERATE_CPU, DEMO_MODEL, DEMO_RECIPE, run_script, train_demo  # noqa: E402  (after the CPU is set up)
 
 
 @pytest.fixture(scope="session")
@@ -30,22 +32,50 @@ def demo_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory, worker_id) -> Path:
+def shared_tmp(tmp_path_factory, worker_id) -> Path:
+    """A folder every pytest-xdist worker of this session sees (the one above their own temporary folders)."""
+    root = tmp_path_factory.getbasetemp()
+    return root if worker_id == "master" else root.parent
+
+
+@pytest.fixture(scope="session")
+def demo_run(shared_tmp) -> Path:
     """A finished demo run, launched with `accelerate launch` as the README says.
 
-    Trained once for the whole session: pytest-xdist's workers share the folder above their own temporary folders,
-    and a lock makes the others wait for the first one's run instead of training it again on the same cores.
+    Trained once for the whole session: a lock makes the other workers wait for the first one's run instead of
+    training it again on the same cores.
     """
     from filelock import FileLock
 
-    root = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
-        root = root.parent
-    out = root / "demo-shared" / "run"
-    with FileLock(str(root / "demo-shared.lock")):
+    out = shared_tmp / "demo-shared" / "run"
+    with FileLock(str(shared_tmp / "demo-shared.lock")):
         if not (out / "final").is_dir():
             shutil.rmtree(out.parent, ignore_errors=True)  # a run another worker left half-done
             launcher = (*ACCELERATE, *ACCELERATE_CPU)
             result = train_demo(out, launcher=launcher)
             assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def deepspeed_comm_op(shared_tmp) -> Path:
+    """DeepSpeed's CPU shared-memory op (deepspeed_shm_comm), compiled once for the session before any test launches
+    DeepSpeed; the torch extensions folder it lives in is the session's own, set for every process tests start.
+
+    Every DeepSpeed process compiles or loads this op under a lock file in that folder. Two launches compiling it at
+    once on 2 cores outran the multi-machine tests' time limit, and a launch stopped while it held the lock left
+    every later launch waiting for it forever: built here first, a launch only loads it.
+    """
+    pytest.importorskip("deepspeed", reason="DeepSpeed is installed with the dev extra")
+    from filelock import FileLock
+
+    folder = shared_tmp / "torch_extensions"
+    os.environ["TORCH_EXTENSIONS_DIR"] = str(folder)
+    with FileLock(str(shared_tmp / "torch_extensions.lock")):
+        if not (folder / "built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            code = "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
+            result = run_script(sys.executable, "-c", code, env={"TORCH_EXTENSIONS_DIR": str(folder)})
+            assert result.returncode == 0, result.stderr[-3000:]
+            (folder / "built").touch()
+    return folder

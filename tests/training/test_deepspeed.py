@@ -33,7 +33,7 @@ def max_weight_difference(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def zero2_run(tmp_path_factory):
+def zero2_run(tmp_path_factory, deepspeed_comm_op):
     out = tmp_path_factory.mktemp("zero2") / "run"
     result = train_demo(out, launcher=deepspeed_launcher("deepspeed_zero2"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -47,7 +47,7 @@ def test_zero2_trains_as_without_deepspeed(zero2_run, demo_run):
         assert max_weight_difference(zero2_run / checkpoint, demo_run / checkpoint) < 1e-5
 
 
-def test_zero3_saves_the_whole_adapter(demo_run, tmp_path):
+def test_zero3_saves_the_whole_adapter(demo_run, deepspeed_comm_op, tmp_path):
     out = tmp_path / "zero3"
     result = train_demo(out, launcher=deepspeed_launcher("deepspeed_zero3"))
     assert result.returncode == 0, result.stderr[-3000:]

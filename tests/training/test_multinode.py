@@ -15,8 +15,8 @@ rank from MPI's environment variables. Without MPI every machine trains alone (w
 accelerate pick the CPU device and the gloo backend.
 
 DeepSpeed ZeRO-2 and ZeRO-3 also run with 2 CPU processes (its CPU accelerator falls back to gloo without oneCCL).
-On first use on a machine DeepSpeed compiles its shared-memory communication op (`deepspeed_shm_comm`, cached in
-~/.cache/torch_extensions): a few minutes on 2 cores, shared with tests/training/test_deepspeed.py.
+DeepSpeed compiles its shared-memory communication op (`deepspeed_shm_comm`) on first use; the conftest's
+`deepspeed_comm_op` fixture builds it once for the session before any DeepSpeed launch (a minute or two on 2 cores).
 
 Bounds: every launch is stopped after NODE_TIMEOUT seconds, and every process a launch started (torchrun starts its
 workers in sessions of their own, out of reach of a process-group kill) is killed when its test ends. A machine
@@ -366,8 +366,7 @@ def test_only_the_main_process_writes_the_run_record(two_machines):
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_on_two_machines_trains_as_ddp(stage, two_machines, one_process, tmp_path):
-    pytest.importorskip("deepspeed", reason="DeepSpeed is installed with the dev extra")
+def test_deepspeed_on_two_machines_trains_as_ddp(stage, two_machines, one_process, deepspeed_comm_op, tmp_path):
     ddp = two_machines[0]
     out = tmp_path / "shared" / "run"
     machines = Machines(

@@ -34,13 +34,13 @@ def _base_weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
     return weight if weight.dtype == dtype else weight.to(dtype)
 
 
-def _is_float8(base: torch.nn.Module) -> bool:
+def is_float8_base(base: torch.nn.Module) -> bool:
     return type(base).__name__ == "Float8BaseLinear"  # eeve_sft.training.float8, imported only where it is used
 
 
 def _base_product(base: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``base(x)`` in `dtype` for a (tokens, in) matrix: an FP8 base's own product, else the (dequantized) weight's."""
-    if _is_float8(base):
+    if is_float8_base(base):
         return base.product(x, dtype)
     bias = base.bias
     return F.linear(x, _base_weight(base, dtype), None if bias is None else bias.to(dtype))
@@ -48,7 +48,7 @@ def _base_product(base: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) ->
 
 def _base_input_grad(base: torch.nn.Module, g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The gradient at the base's input for the gradient `g` at its output (a fresh matrix the caller adds into)."""
-    if _is_float8(base):
+    if is_float8_base(base):
         return base.input_grad(g, dtype)
     return torch.mm(g, _base_weight(base, dtype))
 
@@ -115,7 +115,7 @@ def _static_support(module) -> bool:
     base = module.get_base_layer()
     # torch's Linear, bitsandbytes' Linear4bit (a subclass) or an FP8 base (float8.py); 8-bit and other quantized
     # Linears keep PEFT's path.
-    return _is_float8(base) or (isinstance(base, torch.nn.Linear) and type(base).__name__ in ("Linear", "Linear4bit"))
+    return is_float8_base(base) or (isinstance(base, torch.nn.Linear) and type(base).__name__ in ("Linear", "Linear4bit"))
 
 
 def _call_plan(module, args, kwargs):
@@ -150,7 +150,7 @@ def _fused_forward(self, x, *args, **kwargs):
     device = x.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
-    elif quantized or _is_float8(base):
+    elif quantized or is_float8_base(base):
         dtype = getattr(base, "compute_dtype", None) or x.dtype
     else:
         dtype = base.weight.dtype
