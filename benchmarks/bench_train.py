@@ -18,6 +18,9 @@ Before its first step every variant scores a fixed batch of conversations with i
 packing, padding-free attention and kernel swaps leave the objective unchanged. With `--profile` each variant
 trains one more step after the timed ones under the torch profiler and writes its GPU time by kernel family to
 `<variant>.profile.txt` beside the result (a profiler in the process slows the steps after it, so never before them).
+Loss-curve variants (`data: learnable`, family bf16_curve) train a few hundred steps on synthetic data the model can
+learn (`<data>-learnable`, built beside the speed data); `report` checks each step's loss against the family's
+reference (CURVE_RTOL) and `report --write` plots both curves beside the results.
 """
 
 from __future__ import annotations

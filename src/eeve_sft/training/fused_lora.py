@@ -115,7 +115,9 @@ def _static_support(module) -> bool:
     base = module.get_base_layer()
     # torch's Linear, bitsandbytes' Linear4bit (a subclass) or an FP8 base (float8.py); 8-bit and other quantized
     # Linears keep PEFT's path.
-    return is_float8_base(base) or (isinstance(base, torch.nn.Linear) and type(base).__name__ in ("Linear", "Linear4bit"))
+    return is_float8_base(base) or (
+        isinstance(base, torch.nn.Linear) and type(base).__name__ in ("Linear", "Linear4bit")
+    )
 
 
 def _call_plan(module, args, kwargs):
