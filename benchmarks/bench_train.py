@@ -697,7 +697,8 @@ BOOL_SCORING_KEYS = ("packing", "padding_free", "use_liger_kernel", "load_in_4bi
 
 
 def scoring_paths(cpu_smoke: bool) -> dict:
-    """One variant per distinct way of scoring the fixed batch (collator, attention, kernels, hooks) and family.
+    """One variant per distinct way of scoring the fixed batch (collator, attention, kernels, hooks) and family
+    (on the CPU smoke model, whatever the family).
 
     Steps, batch size, checkpointing, offloading and compilation leave the scored batch and its forward pass as they
     are; every other difference between two variants gets its own entry, so a new variant with a new path is checked.
@@ -716,7 +717,8 @@ def scoring_paths(cpu_smoke: bool) -> dict:
         values = tuple(
             (k, keys.get(k, base.get(k)) or (False if k in BOOL_SCORING_KEYS else None)) for k in SCORING_KEYS
         )
-        signature = (v.family, values, hooks)
+        # The CPU smoke model is one float32 model for both families (no 4-bit, no bf16): a path is checked once.
+        signature = (None if cpu_smoke else v.family, values, hooks)
         paths.setdefault(signature, v.name)
     return {name: signature for signature, name in paths.items()}
 
