@@ -17,6 +17,7 @@ from bench_train import (
     LOSS_RTOL,
     REFERENCES,
     VARIANTS,
+    result_path,
 )
 
 
@@ -127,7 +128,8 @@ def curve_pairs(results: dict) -> list[tuple[dict, str, dict]]:
 
 
 def curve_plot_name(r: dict) -> str:
-    return f"{r['name']}" + (f".run{r['repeat']}" if r.get("repeat", 1) > 1 else "") + ".curve.png"
+    """The plot's file name beside the result's (`<variant>[.runN].curve.png`, as the profile's)."""
+    return result_path(Path(), r["name"], r.get("repeat", 1)).with_suffix(".curve.png").name
 
 
 def write_curve_plots(folder: Path, results: dict) -> list[Path]:
@@ -276,19 +278,17 @@ def curve_table(folder: str, results: dict) -> str:
         f"| max rel. diff (step) | result (≤ {CURVE_RTOL:.0%} at every step) | plot |",
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
-    for r, ref_name, c in curve_pairs(results):
-        plot = f"results/train_speed/{folder}/{curve_plot_name(r)}"
+    pairs = curve_pairs(results)
+    if not pairs:
+        return ""
+    plots = [f"results/train_speed/{folder}/{curve_plot_name(r)}" for r, _, _ in pairs]
+    for (r, ref_name, c), plot in zip(pairs, plots, strict=True):
         lines.append(
             f"| {_row_name(r)} | `{ref_name}` | {c['steps']} / {c['ref_steps']} "
             f"| {c['first'][0]:.3f} / {c['first'][1]:.3f} | {c['last'][0]:.3f} / {c['last'][1]:.3f} "
             f"| {c['max_rel_diff']:.2%} ({c['at_step']}) | {'PASS' if c['pass'] else 'FAIL'} | [plot]({plot}) |"
         )
-    if len(lines) == 2:
-        return ""
-    images = [
-        f"![{r['name']} against {ref}](results/train_speed/{folder}/{curve_plot_name(r)})"
-        for r, ref, _ in curve_pairs(results)
-    ]
+    images = [f"![{r['name']} against {ref}]({plot})" for (r, ref, _), plot in zip(pairs, plots, strict=True)]
     return "\n".join(lines + [""] + images)
 
 
