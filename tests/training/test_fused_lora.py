@@ -159,6 +159,50 @@ def test_bf16_model_under_autocast_is_as_close_to_float32_as_peft():
     assert worst(grads) < 1.5 * worst(peft_grads)
 
 
+def test_checkpointed_recomputation_stops_before_the_last_projections_base_product(monkeypatch):
+    """With down_proj last, each layer's backward recomputes every base product but down_proj's; gradients unchanged."""
+    from eeve_sft.training import fused_lora
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL, dtype=torch.float32)
+    down_shape = torch.Size((model.config.hidden_size, model.config.intermediate_size))
+    layers = model.config.num_hidden_layers
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, init_lora_weights=False, lora_dropout=0.1)
+    reference = get_peft_model(model, config)
+    ids = torch.randint(3, 2000, (2, 40), generator=torch.Generator().manual_seed(1))
+    shapes = []  # the weight shape of every base product the fused path computes
+    original = fused_lora._base_product
+    monkeypatch.setattr(
+        fused_lora, "_base_product", lambda base, *a: shapes.append(base.weight.shape) or original(base, *a)
+    )
+
+    def step(peft_model, checkpointing):
+        peft_model.train()
+        if checkpointing:
+            peft_model.activation_checkpointing_enable({"use_reentrant": False})
+        shapes.clear()
+        torch.manual_seed(4)  # the same dropout masks in every model, and again in the recomputation
+        peft_model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.grad is not None}
+
+    ref_grads = step(reference, checkpointing=False)  # PEFT's forward, nothing recomputed
+    counts = {}
+    for last in ((), ("down_proj",)):
+        fused = copy.deepcopy(reference)
+        fused.zero_grad()
+        assert enable_fused_lora(fused, last_projections=last) == layers * len(TARGETS)
+        marked = [n for n, m in fused.named_modules() if getattr(m, "_eeve_base_last", False)]
+        assert len(marked) == (layers if last else 0) and all(n.endswith(".down_proj") for n in marked)
+        grads = step(fused, checkpointing=True)
+        counts[last] = (len(shapes), shapes.count(down_shape))
+        assert sorted(grads) == sorted(ref_grads)
+        for name, grad in grads.items():
+            assert_close(grad, ref_grads[name], 1e-5)
+    # Without the split every base product runs twice (forward, recomputation); with it down_proj's runs once.
+    assert counts[()] == (2 * layers * len(TARGETS), 2 * layers)
+    assert counts[("down_proj",)] == (2 * layers * len(TARGETS) - layers, layers)
+
+
 def test_peft_forward_runs_where_the_fused_path_does_not_apply(monkeypatch):
     model = lora_block(torch.nn.Linear(8, 8, bias=False))
     enable_fused_lora(model)

@@ -158,5 +158,8 @@ def build_trainer(
     if project.fused_lora:
         from .fused_lora import enable_fused_lora
 
-        logger.info("fused LoRA: %d projections", enable_fused_lora(trainer.model))
+        # Checkpointed layers: the MLP's down projection (the last) adds its base product after the adapter, so the
+        # backward's recomputation of the layer stops before that product (fused_lora's module docstring).
+        last = ("down_proj",) if training.activation_checkpointing else ()
+        logger.info("fused LoRA: %d projections", enable_fused_lora(trainer.model, last_projections=last))
     return trainer

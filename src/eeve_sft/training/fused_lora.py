@@ -13,6 +13,13 @@ and dequantizes a 4-bit base weight for the product and again in the backward, n
 held in FP8 (:mod:`eeve_sft.training.float8`, recipe key ``float8_base``) runs its own FP8 products there. What it
 does not cover (DoRA and other LoRA variants, several active adapters, merged or disabled adapters, a trainable
 base or LoRA bias, DeepSpeed ZeRO-3's partitioned weights) keeps PEFT's own forward, decided at every call.
+
+Under activation checkpointing each decoder layer's forward runs again in the backward, until the last tensor the
+backward needs has been rebuilt (torch's non-reentrant checkpoint stops there). The last such tensors come from the
+MLP's down projection, whose output only goes into the residual sum: yet its base product, a dequantization and the
+layer's largest matrix product, is computed again before they are saved. ``enable_fused_lora(last_projections=...)``
+gives those projections their base product in a node of its own after the adapter's, one that saves nothing, so the
+recomputation stops before it; the adapter's backward still returns the whole input gradient.
 """
 
 from __future__ import annotations
@@ -64,18 +71,23 @@ class FusedLoraFunction(torch.autograd.Function):
     # Everything runs on (tokens, features) matrices and the in-place sums go into fresh matrices, not views (so no
     # copy-back of a view's base under torch.compile; the compiled layers' device copies measured on 2026-12-02
     # stayed, so those come from elsewhere).
+    # With `with_base` false the forward returns the adapter's term alone (for _AddBaseProduct to add the base product
+    # to); the backward is the same either way and includes the base's input gradient.
     @staticmethod
-    def forward(ctx, x, lora_a, lora_b, base, scaling, p, dtype, out_dtype):
+    def forward(ctx, x, lora_a, lora_b, base, scaling, p, dtype, out_dtype, with_base=True):
         lead = x.shape[:-1]
         xc = x.reshape(-1, x.shape[-1]).to(dtype)
-        out = _base_product(base, xc, dtype)
         a, b = lora_a.to(dtype), lora_b.to(dtype)
         if p > 0:
             dropped, keep = torch.native_dropout(xc, p, True)
         else:
             dropped, keep = xc, None
         xa = torch.mm(dropped, a.t())
-        out.addmm_(xa, b.t(), alpha=scaling)
+        if with_base:
+            out = _base_product(base, xc, dtype)
+            out.addmm_(xa, b.t(), alpha=scaling)
+        else:
+            out = torch.mm(xa, b.t()).mul_(scaling)
         ctx.save_for_backward(xc, keep, xa, a, b)
         ctx.base, ctx.scaling, ctx.p, ctx.dtype = base, scaling, p, dtype
         ctx.x_dtype, ctx.lora_dtypes = x.dtype, (lora_a.dtype, lora_b.dtype)
@@ -103,7 +115,27 @@ class FusedLoraFunction(torch.autograd.Function):
             else:
                 gx.add_(_masked_scale(torch.mm(dxa, a), keep, p))
             grad_x = gx.view(*grad_out.shape[:-1], gx.shape[-1]).to(ctx.x_dtype)
-        return grad_x, grad_a, grad_b, None, None, None, None, None
+        return grad_x, grad_a, grad_b, None, None, None, None, None, None
+
+
+class _AddBaseProduct(torch.autograd.Function):
+    """``base(x) + lora_term`` saving nothing: a recomputation that stops at the last saved tensor never reaches it.
+
+    Its backward passes the gradient on to the adapter's term only: the adapter's own backward (FusedLoraFunction)
+    computes the whole input gradient, the base's share included, so no second full-size input gradient is summed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lora_term, base, dtype, out_dtype):
+        xc = x.reshape(-1, x.shape[-1]).to(dtype)
+        out = _base_product(base, xc, dtype).add_(lora_term.view(xc.shape[0], -1))
+        ctx.term_dtype = lora_term.dtype
+        out = out.view(*x.shape[:-1], out.shape[-1])
+        return out if out.dtype == out_dtype else out.to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return None, grad_out.to(ctx.term_dtype), None, None, None
 
 
 def _static_support(module) -> bool:
@@ -160,20 +192,25 @@ def _fused_forward(self, x, *args, **kwargs):
     out_dtype = x.dtype if quantized else dtype
     dropout = self.lora_dropout[name]
     p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
-    return FusedLoraFunction.apply(
-        x, self.lora_A[name].weight, self.lora_B[name].weight, base, self.scaling[name], p, dtype, out_dtype
-    )
+    lora = (x, self.lora_A[name].weight, self.lora_B[name].weight, base, self.scaling[name], p, dtype)
+    if not self._eeve_base_last:
+        return FusedLoraFunction.apply(*lora, out_dtype)
+    term = FusedLoraFunction.apply(*lora, dtype, False)
+    return _AddBaseProduct.apply(x, term, base, dtype, out_dtype)
 
 
-def enable_fused_lora(model) -> int:
+def enable_fused_lora(model, last_projections: tuple[str, ...] = ()) -> int:
     """Route every plain LoRA projection of `model` through :class:`FusedLoraFunction`; returns how many.
 
-    Each call still checks that the fused path applies (see the module docstring) and otherwise runs PEFT's own
-    forward, so merging, disabling or switching adapters later keeps working."""
+    Projections whose module name ends in one of `last_projections` compute their base product after the adapter,
+    in a node that saves nothing (see the module docstring): for the last projection of each activation-checkpointed
+    layer (``down_proj`` in Llama-family models). Each call still checks that the fused path applies and otherwise
+    runs PEFT's own forward, so merging, disabling or switching adapters later keeps working."""
     changed = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
         if _static_support(module) and not getattr(module, "_eeve_fused_lora", False):
             module.forward = types.MethodType(_fused_forward, module)
             module._eeve_fused_lora = True
+            module._eeve_base_last = name.rsplit(".", 1)[-1] in last_projections
             changed += 1
     return changed
