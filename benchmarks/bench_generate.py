@@ -357,9 +357,17 @@ class Bench:
         alpha 128, the 7 projections; random non-zero B so the adapter changes every answer): plain against fast."""
         from peft import LoraConfig, get_peft_model
 
+        from eeve_sft.training.recipe import read_recipe
+
         self.torch.manual_seed(1)
-        projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        config = LoraConfig(r=64, lora_alpha=128, lora_dropout=0.0, target_modules=projections, init_lora_weights=False)
+        keys = read_recipe(REPO / "recipes/eeve_banmal.yaml")  # the default recipe's rank, alpha and targets
+        config = LoraConfig(
+            r=keys["lora_r"],
+            lora_alpha=keys["lora_alpha"],
+            lora_dropout=0.0,
+            target_modules=keys["lora_target_modules"],
+            init_lora_weights=False,
+        )
         lora = get_peft_model(model, config).eval()
         weights = weight_bytes_per_step(lora)
         self.meta["weights_gb"]["bf16+lora"] = weights / 1e9

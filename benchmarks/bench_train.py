@@ -50,7 +50,7 @@ CHECK_EXAMPLES = 8  # conversations in the fixed correctness batch
 LOSS_RTOL = 1e-3  # relative loss difference allowed between attention/kernel paths in bf16 (a mask error: ~3e-3)
 LEAK_FRACTION = 0.2  # per-token log-prob differences must stay under this share of the mask-error control's
 PROBE_STD = 0.01  # LoRA B values of the adapter probe: each projection's adapter then adds a few % to its output
-KNOWN_HOOKS = ("fp32_lora_input_cast",)
+KNOWN_HOOKS = ("fp32_lora_input_cast", "recompute_last_base")
 RUNNERS = ("bench", "unsloth")
 DATA_KINDS = ("speed", "learnable")  # synthetic.py's uniform random words, or its --learnable ones
 LEARNABLE_TRAIN_ROWS = 6000  # ~330 packed steps of 4 x 2048 tokens: a 300-step curve within one epoch
@@ -93,12 +93,15 @@ def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
                 f"{path}: variant {name}: recipe must be one of {sorted(recipes)} and family one of "
                 f"{sorted(references)}"
             )
-        overrides = {}
+        overrides, env = {}, {}
         for preset in entry.get("use", []):
             if preset not in presets:
                 raise ValueError(f"{path}: variant {name}: no preset {preset!r}")
-            overrides.update(presets[preset])
+            keys = dict(presets[preset])
+            env.update(keys.pop("env", None) or {})  # a preset's environment variables, beside its recipe keys
+            overrides.update(keys)
         overrides.update(entry.get("overrides") or {})
+        env.update(entry.get("env") or {})
         hooks = tuple(entry.get("hooks") or ())
         if set(hooks) - set(KNOWN_HOOKS):
             raise ValueError(f"{path}: variant {name}: unknown hook(s) {sorted(set(hooks) - set(KNOWN_HOOKS))}")
@@ -115,7 +118,7 @@ def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
             steps=entry.get("steps", 10),
             warmup=entry.get("warmup", 3),
             hooks=hooks,
-            env={k: str(v) for k, v in (entry.get("env") or {}).items()},
+            env={k: str(v) for k, v in env.items()},
             needs=tuple(entry.get("needs") or ()),
             runner=entry.get("runner", "bench"),
             data=entry.get("data", "speed"),
@@ -176,6 +179,13 @@ def apply_hooks(model, hooks: tuple, bf16: bool) -> dict:
         from eeve_sft.training.modeling import skip_redundant_lora_input_casts
 
         skip_redundant_lora_input_casts(model)
+    if "recompute_last_base" in hooks:
+        # The fused order before `last_projections`: down_proj's base product inside its LoRA node, so the
+        # checkpointed layers' recomputation computes it again.
+        last = [m for m in model.modules() if getattr(m, "_eeve_base_last", False)]
+        for module in last:
+            module._eeve_base_last = False
+        report["last_base_recomputed"] = len(last)
     from eeve_sft.training.fused_lora import is_float8_base
 
     fp8 = [m for m in model.modules() if is_float8_base(m)]  # recipe key float8_base
@@ -711,8 +721,11 @@ def scoring_paths(cpu_smoke: bool) -> dict:
             continue
         keys = bench_keys(v, "m", "d", Path("o"), cpu_smoke)
         base = _recipe_keys(v.recipe)
-        # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing.
-        hooks = tuple(sorted(h for h in v.hooks if not (cpu_smoke and h == "fp32_lora_input_cast")))
+        # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing; recompute_last_base
+        # moves a product between two autograd nodes, which the check's forward (no recomputation) scores alike.
+        hooks = tuple(
+            sorted(h for h in v.hooks if h != "recompute_last_base" and not (cpu_smoke and h == "fp32_lora_input_cast"))
+        )
         # A flag no recipe in the chain sets is off: a recipe that says `false` scores the same way.
         values = tuple(
             (k, keys.get(k, base.get(k)) or (False if k in BOOL_SCORING_KEYS else None)) for k in SCORING_KEYS

@@ -118,20 +118,26 @@ def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(t
     base = {
         "recipes": {"default": "recipes/eeve_banmal.yaml"},
         "references": {"qlora": ["q_a"]},
-        "presets": {"liger": {"use_liger_kernel": True}},
+        "presets": {"liger": {"use_liger_kernel": True}, "compile": {"torch_compile": True, "env": {"A": "1", "B": 2}}},
     }
     good = {
         "name": "q_a",
         "family": "qlora",
         "label": "a",
         "recipe": "default",
-        "use": ["liger"],
+        "use": ["liger", "compile"],
         "overrides": {"per_device_train_batch_size": 6},
+        "env": {"B": "3"},
     }
     path = tmp_path / "variants.yaml"
     path.write_text(yaml.safe_dump({**base, "variants": [good]}), encoding="utf-8")
     variants, refs = bench.load_variants(path)
-    assert variants["q_a"].overrides == {"use_liger_kernel": True, "per_device_train_batch_size": 6}
+    assert variants["q_a"].overrides == {
+        "use_liger_kernel": True,
+        "torch_compile": True,
+        "per_device_train_batch_size": 6,
+    }
+    assert variants["q_a"].env == {"A": "1", "B": "3"}  # a preset's environment, the variant's own set last
     assert variants["q_a"].recipe == "recipes/eeve_banmal.yaml" and refs == {"qlora": ["q_a"]}
     for bad, message in [
         ({**good, "use": ["nope"]}, "no preset 'nope'"),
@@ -146,6 +152,45 @@ def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(t
     path.write_text(yaml.safe_dump({**base, "variants": [good, good]}), encoding="utf-8")
     with pytest.raises(ValueError, match="defined twice"):
         bench.load_variants(path)
+
+
+def test_the_recompute_hook_puts_the_last_base_product_back_into_its_lora_node():
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from eeve_sft.training.fused_lora import enable_fused_lora
+    from helpers import DEMO_MODEL
+
+    bench = bench_module()
+    model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
+    enable_fused_lora(model, last_projections=("down_proj",))
+    last = [n for n, m in model.named_modules() if getattr(m, "_eeve_base_last", False)]
+    assert len(last) == model.config.num_hidden_layers
+    assert bench.apply_hooks(model, (), bf16=False) == {}  # the shipped order is left as it is
+    assert all(getattr(m, "_eeve_base_last", False) for n, m in model.named_modules() if n in last)
+    report = bench.apply_hooks(model, ("recompute_last_base",), bf16=False)
+    assert report == {"last_base_recomputed": len(last)}
+    assert not any(getattr(m, "_eeve_base_last", False) for m in model.modules())
+
+
+def test_the_flop_count_saves_exactly_the_down_projections_recomputed_base_product(tmp_path):
+    out = tmp_path / "flops.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/step_flops.py"), "--tiny", "--tokens", "48", "--write", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["saved_flops"] == result["down_proj_forward_flops"] == 2 * 48 * 64 * 224  # tiny hidden, MLP
+    assert result["flops"]["last_base_after_lora"] > 0 and "saved:" in proc.stdout
+    # RESULTS.md states the stored EEVE-shaped count.
+    stored = json.loads((REPO / "benchmarks/results/step_flops/eeve_layer_2048.json").read_text())
+    assert stored["saved_flops"] == stored["down_proj_forward_flops"] == 2 * 2048 * 4096 * 14336
+    text = (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
+    for order in ("last_base_recomputed", "last_base_after_lora"):
+        assert f"| {stored['flops'][order] / 1e9:,.1f} | {stored['flops'][order] / 2048 / 1e6:,.1f} |" in text
+    assert f"**{100 * stored['saved_share']:.1f}% of the" in text
 
 
 def test_repeats_get_numbered_files_and_devices_short_names(tmp_path):
