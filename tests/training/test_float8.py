@@ -78,7 +78,8 @@ class Projection(torch.nn.Module):
         return self.q_proj(x)
 
 
-def test_the_fused_projection_runs_the_same_fp8_products_as_peft_forward():
+@pytest.mark.parametrize("last", [(), ("q_proj",)])  # base product inside the LoRA node, or after it
+def test_the_fused_projection_runs_the_same_fp8_products_as_peft_forward(last):
     """One float32 projection: the FP8 products see the same inputs either way, so only LoRA's arithmetic differs."""
     torch.manual_seed(1)
     block = Projection(48, 80)
@@ -86,7 +87,7 @@ def test_the_fused_projection_runs_the_same_fp8_products_as_peft_forward():
     peft_model = get_peft_model(block, config)
     assert convert_lora_base_layers(peft_model) == 1
     fused = copy.deepcopy(peft_model)
-    assert enable_fused_lora(fused) == 1
+    assert enable_fused_lora(fused, last_projections=last) == 1
     x = torch.randn(3, 7, 48)
 
     def grads(model):

@@ -60,11 +60,16 @@ def test_fused_projection_matches_peft_in_float32_without_dropout():
         assert_close(grad, ref_grads[name], 1e-6)
 
 
-def test_dropout_uses_one_mask_for_output_and_gradients():
+# `last`: the base product inside the LoRA node, or in a node of its own after it (enable_fused_lora's last_projections).
+SPLITS = [(), ("proj",)]
+
+
+@pytest.mark.parametrize("last", SPLITS)
+def test_dropout_uses_one_mask_for_output_and_gradients(last):
     """Against the same arithmetic written out with the mask the fused call drew (same seed, same draw)."""
     p = 0.3
     model = lora_block(torch.nn.Linear(16, 12, bias=False), dropout=p)
-    enable_fused_lora(model)
+    enable_fused_lora(model, last_projections=last)
     model.train()
     layer = model.base_model.model.proj
     a, b, w = layer.lora_A["default"].weight, layer.lora_B["default"].weight, layer.base_layer.weight
@@ -108,7 +113,8 @@ def test_dropout_mask_is_redrawn_identically_under_activation_checkpointing():
         assert torch.equal(grad, grads_c["inner." + name])
 
 
-def test_four_bit_base_matches_peft():
+@pytest.mark.parametrize("last", SPLITS)
+def test_four_bit_base_matches_peft(last):
     bnb = pytest.importorskip("bitsandbytes")
     torch.manual_seed(0)
     dense = torch.nn.Linear(64, 96, bias=False)
@@ -118,7 +124,7 @@ def test_four_bit_base_matches_peft():
     assert quantized.weight.quant_state is not None
     peft_model = lora_block(quantized)
     fused = copy.deepcopy(peft_model)
-    assert enable_fused_lora(fused) == 1
+    assert enable_fused_lora(fused, last_projections=last) == 1
     x = torch.randn(2, 7, 64)
     ref_out, ref_dx, ref_grads = grads_of(peft_model, x)
     out, dx, grads = grads_of(fused, x)
