@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 DEFAULT_RECIPE = REPO / "recipes/eeve_banmal.yaml"
-ORDERS = {"last_base_recomputed": (), "last_base_after_lora": ("down_proj",)}
+ORDERS = ("last_base_recomputed", "last_base_after_lora")
 
 
 def _inplace_addmm_flops(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
@@ -39,7 +39,7 @@ def layer_step_flops(tokens: int, tiny: bool = False) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
-    from eeve_sft.training.fused_lora import enable_fused_lora
+    from eeve_sft.training.fused_lora import LAST_IN_LAYER, enable_fused_lora
     from eeve_sft.training.recipe import read_recipe
 
     config = llama_config(tiny)
@@ -51,7 +51,7 @@ def layer_step_flops(tokens: int, tiny: bool = False) -> dict:
     keys = read_recipe(DEFAULT_RECIPE)
     targets = keys["lora_target_modules"]
     counts = {}
-    for order, last in ORDERS.items():
+    for order, last in zip(ORDERS, ((), LAST_IN_LAYER), strict=True):
         layer = LlamaDecoderLayer(config, layer_idx=0)
         layer.requires_grad_(False)
         lora = LoraConfig(

@@ -232,8 +232,10 @@ def test_peft_forward_runs_where_the_fused_path_does_not_apply(monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_the_training_assembly_routes_the_recipes_projections_as_the_recipe_says(fused, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fused, checkpointing", [(True, True), (True, False), (False, True)])
+def test_the_training_assembly_routes_the_recipes_projections_as_the_recipe_says(
+    fused, checkpointing, tmp_path, monkeypatch
+):
     from eeve_sft.training.assembly import build_trainer, prepare_data
     from eeve_sft.training.modeling import tokenizer_for_recipe
     from eeve_sft.training.recipe import parse_recipe
@@ -241,8 +243,13 @@ def test_the_training_assembly_routes_the_recipes_projections_as_the_recipe_says
 
     monkeypatch.chdir(REPO)
     flags = ["--output_dir", str(tmp_path / "run"), "--fused_lora", str(fused).lower(), "--eval_strategy", "no"]
+    flags += ["--activation_checkpointing", str(checkpointing).lower()]
     recipe = parse_recipe(REPO / "recipes/demo_cpu.yaml", flags)
     tokenizer = tokenizer_for_recipe(recipe)
     trainer = build_trainer(recipe, tokenizer, prepare_data(recipe, tokenizer, names=["train"], limit=4))
-    routed = [m for m in trainer.model.modules() if getattr(m, "_eeve_fused_lora", False)]
+    routed = {n for n, m in trainer.model.named_modules() if getattr(m, "_eeve_fused_lora", False)}
     assert len(routed) == (2 * len(TARGETS) if fused else 0)
+    # Under checkpointing each layer's down projection adds its base product after its adapter.
+    last = {n for n, m in trainer.model.named_modules() if getattr(m, "_eeve_base_last", False)}
+    assert last == ({n for n in routed if n.endswith(".down_proj")} if checkpointing else set())
+    assert len(last) == (2 if fused and checkpointing else 0)

@@ -156,10 +156,10 @@ def build_trainer(
 
         logger.info("FP8 base projections: %d", convert_lora_base_layers(trainer.model))
     if project.fused_lora:
-        from .fused_lora import enable_fused_lora
+        from .fused_lora import LAST_IN_LAYER, enable_fused_lora
 
         # Checkpointed layers: the MLP's down projection (the last) adds its base product after the adapter, so the
         # backward's recomputation of the layer stops before that product (fused_lora's module docstring).
-        last = ("down_proj",) if training.activation_checkpointing else ()
+        last = LAST_IN_LAYER if training.activation_checkpointing else ()
         logger.info("fused LoRA: %d projections", enable_fused_lora(trainer.model, last_projections=last))
     return trainer

@@ -29,6 +29,10 @@ import types
 import torch
 import torch.nn.functional as F
 
+# The last projection of a Llama-family decoder layer: the MLP's output projection, whose output only enters the
+# residual sum (what the training assembly passes as `last_projections` under activation checkpointing).
+LAST_IN_LAYER = ("down_proj",)
+
 
 def _base_weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
     """The frozen base weight as a `dtype` matrix: a 4-bit weight dequantized by bitsandbytes, freed after use."""
