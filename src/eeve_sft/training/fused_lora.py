@@ -157,16 +157,20 @@ def _static_support(module) -> bool:
 
 
 def _call_plan(module, args, kwargs):
-    """The adapter to fuse for this call, or None when PEFT's own forward must run."""
+    """What this call fuses, ``(adapter name, lora_A, lora_B, base layer)``, or None when PEFT's own forward must run.
+
+    Every check runs at every call (adapters can be merged, disabled or switched at any time); each module is looked
+    up once, since nn.Module attribute lookups are a measurable part of a step's host time."""
     if args or kwargs or module.disable_adapters or module.merged:
         return None
-    active = [name for name in module.active_adapters if name in module.lora_A]
+    adapters_a = module.lora_A
+    active = [name for name in module.active_adapters if name in adapters_a]
     if len(active) != 1:
         return None
     name = active[0]
     if name in getattr(module, "lora_variant", {}) or module.use_dora.get(name, False):
         return None
-    lora_a, lora_b = module.lora_A[name], module.lora_B[name]
+    lora_a, lora_b = adapters_a[name], module.lora_B[name]
     if not isinstance(lora_a, torch.nn.Linear) or not isinstance(lora_b, torch.nn.Linear):
         return None
     if lora_a.bias is not None or lora_b.bias is not None:
@@ -176,14 +180,14 @@ def _call_plan(module, args, kwargs):
         return None
     if any(hasattr(w, "ds_id") for w in (lora_a.weight, lora_b.weight, base.weight)):
         return None  # ZeRO-3: weights are gathered by module hooks that calling the function directly would skip
-    return name
+    return name, lora_a, lora_b, base
 
 
 def _fused_forward(self, x, *args, **kwargs):
-    name = _call_plan(self, args, kwargs)
-    if name is None:
+    plan = _call_plan(self, args, kwargs)
+    if plan is None:
         return type(self).forward(self, x, *args, **kwargs)
-    base = self.get_base_layer()
+    name, lora_a, lora_b, base = plan
     quantized = getattr(base.weight, "quant_state", None) is not None
     device = x.device.type
     if torch.is_autocast_enabled(device):
@@ -196,7 +200,7 @@ def _fused_forward(self, x, *args, **kwargs):
     out_dtype = x.dtype if quantized else dtype
     dropout = self.lora_dropout[name]
     p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
-    lora = (x, self.lora_A[name].weight, self.lora_B[name].weight, base, self.scaling[name], p, dtype)
+    lora = (x, lora_a.weight, lora_b.weight, base, self.scaling[name], p, dtype)
     if not self._eeve_base_last:
         return FusedLoraFunction.apply(*lora, out_dtype)
     term = FusedLoraFunction.apply(*lora, dtype, False)
