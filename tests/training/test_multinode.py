@@ -55,11 +55,7 @@ FLAGS = [
     "--save_steps",
     "2",
     "--eval_strategy",
-    "no",
-    "--load_best_model_at_end",
-    "false",
-    "--early_stopping_patience",
-    "null",
+    "no",  # alone turns evaluation off: best-model loading and early stopping follow
 ]
 GLOBAL_ROWS = 4  # packed rows per optimizer step: 4 in one process, 2 in each of two
 # Two processes sum their gradients in another order than one process does. Steps 1 and 2 (the first at learning

@@ -104,10 +104,6 @@ def test_bad_data_row_fails_before_training_and_writes_nothing(tmp_path):
         str(data),
         "--eval_strategy",
         "no",
-        "--load_best_model_at_end",
-        "false",
-        "--early_stopping_patience",
-        "null",
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert error_line(result) == (
