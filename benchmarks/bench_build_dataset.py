@@ -1,7 +1,7 @@
 """Time a full training-set build on a synthetic 200K-row input, every stage included.
 
-    python benchmarks/bench_build_dataset.py                 # 200,000 rows, results into benchmarks/RESULTS.md
-    python benchmarks/bench_build_dataset.py --rows 20000 --no-record
+    python -m benchmarks.bench_build_dataset                 # 200,000 rows, results into benchmarks/RESULTS.md
+    python -m benchmarks.bench_build_dataset --rows 20000 --no-record
 
 The input is two local sources written for the run: Korean instruction/answer pairs (instruction/input/output
 JSON Lines) and multi-turn chats (a messages column), with answers of varied length (a sentence to a few
@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -28,10 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.common import RESULTS_MD, machine, versions, write_block
 from eeve_sft.data_prep import build_dataset, load_mix
-from eeve_sft.versions import package_versions
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN = "<!-- bench_build_dataset: begin -->"
 END = "<!-- bench_build_dataset: end -->"
 LIMIT_S = 600.0
@@ -273,22 +270,8 @@ def write_inputs(folder: Path, rows: int, seed: int) -> Path:
     return path
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} CPU cores ({model}), Python {platform.python_version()}, {platform.system()}"
-
-
-def versions(names: tuple[str, ...] = ("datasketch", "kiwipiepy", "kiwipiepy-model", "numpy", "pyyaml", "tqdm")) -> str:
-    """'name version' of each installed package in `names`."""
-    return ", ".join(f"{name} {v}" for name, v in package_versions(names).items() if v)  # only what is installed
+def package_line() -> str:
+    return versions(("datasketch", "kiwipiepy", "kiwipiepy-model", "numpy", "pyyaml", "tqdm"))
 
 
 def report(rows: int, stats: dict, wall: float, input_mb: float) -> str:
@@ -299,7 +282,7 @@ def report(rows: int, stats: dict, wall: float, input_mb: float) -> str:
         "",
         f"- Date: {dt.date.today().isoformat()}",
         f"- Machine: {machine()}",
-        f"- Packages: {versions()}",
+        f"- Packages: {package_line()}",
         f"- Input: {rows:,} synthetic rows ({input_mb:.0f} MB JSON Lines, two sources); "
         f"output: {stats['output']['train']:,} train + {stats['output']['eval']:,} eval rows",
         f"- **Whole build: {wall:.1f} s** (limit {LIMIT_S:.0f} s: {'pass' if wall < LIMIT_S else 'FAIL'})",
@@ -317,18 +300,6 @@ def report(rows: int, stats: dict, wall: float, input_mb: float) -> str:
         END,
     ]
     return "\n".join(lines)
-
-
-def record(section: str, begin: str = BEGIN, end: str = END) -> None:
-    """Replace a benchmark's section of RESULTS.md (between its markers), or append it; other sections stay."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -359,8 +330,8 @@ def main() -> None:
         f"{'whole build':<{width}}  {wall:8.1f} s  ({'under' if wall < LIMIT_S else 'OVER'} the {LIMIT_S:.0f} s limit)"
     )
     if not args.no_record:
-        record(report(args.rows, stats, wall, input_mb))
-        print(f"recorded in {RESULTS}")
+        write_block(report(args.rows, stats, wall, input_mb), BEGIN, END)
+        print(f"recorded in {RESULTS_MD}")
 
 
 if __name__ == "__main__":

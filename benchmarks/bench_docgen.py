@@ -18,10 +18,10 @@ the first call pays the compile of its shapes, the second is timed warm. Prompts
 demo tokenizer (``assets/demo-model``: a byte-fallback BPE with EEVE's special ids; EEVE's own tokenizer is not
 available offline), so prompt token counts are that tokenizer's.
 
-    python benchmarks/bench_docgen.py --prepare benchmarks/results/docgen/DATE_DEVICE/prompts.json      # CPU
-    python benchmarks/bench_docgen.py --prompts .../prompts.json --out benchmarks/results/docgen/DATE_DEVICE
-    python benchmarks/bench_docgen.py --cpu-smoke --prompts .../prompts.json --out /tmp/bench_docgen     # CPU
-    python benchmarks/bench_docgen.py --render benchmarks/results/docgen/DATE_DEVICE/docgen.json      # RESULTS.md
+    python -m benchmarks.bench_docgen --prepare benchmarks/results/docgen/DATE_DEVICE/prompts.json      # CPU
+    python -m benchmarks.bench_docgen --prompts .../prompts.json --out benchmarks/results/docgen/DATE_DEVICE
+    python -m benchmarks.bench_docgen --cpu-smoke --prompts .../prompts.json --out /tmp/bench_docgen     # CPU
+    python -m benchmarks.bench_docgen --render benchmarks/results/docgen/DATE_DEVICE/docgen.json      # RESULTS.md
 
 A run writes OUT/docgen.json after every call, so a run cut short keeps what it measured.
 """
@@ -32,15 +32,12 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.common import REPO, write_block
 
 DOCS = REPO / "data" / "wms_docs"
 QUESTIONS = REPO / "eval" / "wms_questions.jsonl"
@@ -103,16 +100,16 @@ def prepare(out_file: Path) -> dict:
 def load_model(cpu_smoke: bool):
     """The EEVE-shaped bf16 random model in GPU memory (tiny on a CPU), with the demo tokenizer's Korean BPE."""
     import torch
-    from synthetic import llama_config
     from transformers import LlamaForCausalLM
 
+    from benchmarks.synthetic import llama_config
     from eeve_sft.inference.loading import align_generation_config, load_tokenizer, resolve_model_source
 
     if cpu_smoke:
         torch.manual_seed(0)
         model = LlamaForCausalLM(llama_config(tiny=True)).to(torch.bfloat16).eval()
     else:
-        from bench_generate import in_memory_model
+        from benchmarks.bench_generate import in_memory_model
 
         model, _ = in_memory_model()
     tokenizer = load_tokenizer(resolve_model_source(str(TOKENIZER)))
@@ -158,8 +155,7 @@ class Bench:
 
     def stage(self, name: str, model, generate, conversations, new_tokens: int, sampling: dict, tokenizer, sampler):
         """The stage's prompts twice through docgen's generator: cold (compile included), then warm."""
-        from gpu_clocks import summarize
-
+        from benchmarks.gpu_clocks import summarize
         from eeve_sft import generation
         from eeve_sft.template import encode_prompt
 
@@ -200,9 +196,9 @@ class Bench:
     def run(self):
         torch, args = self.torch, self.args
         import transformers
-        from bench_generate import hbm_bandwidth_gbs, nvidia_smi
-        from gpu_clocks import Sampler
 
+        from benchmarks.bench_generate import hbm_bandwidth_gbs, nvidia_smi
+        from benchmarks.gpu_clocks import Sampler
         from eeve_sft.inference.answer import generate_batch
 
         prompts = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
@@ -396,10 +392,8 @@ def main() -> None:
     parser.add_argument("--render", metavar="DOCGEN_JSON", help="only write the RESULTS.md section from a result")
     args = parser.parse_args()
     if args.render:
-        from bench_generate import write_results_md
-
         block = generated_block(Path(args.render).resolve())
-        write_results_md(block, BEGIN, END, before=AFTER)
+        write_block(block, BEGIN, END, before=AFTER)
         print(block)
         return
     if args.prepare:

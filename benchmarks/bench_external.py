@@ -1,6 +1,6 @@
 """Time an external trainer (Unsloth) on the training benchmark's model and data; the result is a bench_train result.
 
-    python benchmarks/bench_train.py run --variants x_unsloth_packed --external-site /tmp/unsloth_site
+    python -m benchmarks.bench_train run --variants x_unsloth_packed --external-site /tmp/unsloth_site
 
 `bench_train.py run` starts this file instead of its own worker for variants with `runner: unsloth`, with
 `--external-site` first on the Python path: Unsloth 2026.10.9 needs its own package set (transformers <= 5.17,
@@ -21,15 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import bench_train  # noqa: E402  (after the path above) the variants table: it imports no ML library at module level
+from benchmarks import bench_train
+from benchmarks.variants import VARIANTS, recipe_keys
 
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
@@ -167,15 +163,15 @@ RUNNERS = {"unsloth": unsloth_result}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--variant", required=True, choices=sorted(n for n, v in bench_train.VARIANTS.items() if v.runner in RUNNERS)
+        "--variant", required=True, choices=sorted(n for n, v in VARIANTS.items() if v.runner in RUNNERS)
     )
     parser.add_argument("--work", default="/tmp/bench")
     parser.add_argument("--model", default="/tmp/eeve-random")
     parser.add_argument("--data", default="/tmp/synth")
     parser.add_argument("--out", required=True, help="result file to write")
     args = parser.parse_args()
-    variant = bench_train.VARIANTS[args.variant]
-    keys = {**bench_train._recipe_keys(variant.recipe), **variant.overrides}
+    variant = VARIANTS[args.variant]
+    keys = {**recipe_keys(variant.recipe), **variant.overrides}
     result = RUNNERS[variant.runner](variant, keys, args.model, args.data, Path(args.work))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -11,9 +11,9 @@ shapes). Random weights never stop on their own, so every variant is forced to a
 - peak GPU memory; the ratio of the step to the memory-bound limit (the weights read per step over the HBM
   bandwidth measured in the same run).
 
-    python benchmarks/bench_generate.py --out benchmarks/results/generation/DATE_DEVICE --tag all   # one GPU
-    python benchmarks/bench_generate.py --cpu-smoke --out /tmp/bench_generate                     # tiny model, CPU
-    python benchmarks/bench_generate.py --render benchmarks/results/generation                    # RESULTS.md
+    python -m benchmarks.bench_generate --out benchmarks/results/generation/DATE_DEVICE --tag all   # one GPU
+    python -m benchmarks.bench_generate --cpu-smoke --out /tmp/bench_generate                     # tiny model, CPU
+    python -m benchmarks.bench_generate --render benchmarks/results/generation                    # RESULTS.md
 
 A run writes OUT/generation_TAG.json (after every variant, so a run cut short keeps what it measured); --only runs
 some variants; --render writes the RESULTS.md section from every generation_*.json.
@@ -30,25 +30,20 @@ import math
 import platform
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.common import REPO, write_block
 
 EVAL_PROMPTS, EVAL_NEW_TOKENS = 224, 512  # the shipped 반말 prompt set and evaluate.py's max_new_tokens
 PROMPT_WORDS = (8, 96)  # user-turn length in words (one token each): ~40-130 prompt tokens with the template
 TARGETS = {"bf16_step_ms_batch64": 15.0, "bf16_eval_s": 120.0, "nf4_eval_s": 300.0}
-RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 BEGIN, END = "<!-- bench_generate: begin -->", "<!-- bench_generate: end -->"
 
 
 def synthetic_prompts(tokenizer, n: int, seed: int = 0) -> list[list[int]]:
     """`n` templated single-turn prompts of PROMPT_WORDS random words each."""
-    from synthetic import EOS_ID, word
-
+    from benchmarks.synthetic import EOS_ID, word
     from eeve_sft.template import encode_prompt
 
     rng = random.Random(seed)
@@ -94,9 +89,9 @@ def hbm_bandwidth_gbs(torch) -> float:
 def in_memory_model():
     """The bf16 random model built on the GPU and kept there (as load_for_inference leaves a model)."""
     import torch
-    from synthetic import build_tokenizer, llama_config
     from transformers import LlamaForCausalLM
 
+    from benchmarks.synthetic import build_tokenizer, llama_config
     from eeve_sft.inference.loading import align_generation_config
 
     config = llama_config()
@@ -279,8 +274,8 @@ class Bench:
         torch, args = self.torch, self.args
         import peft
         import transformers
-        from synthetic import build_model
 
+        from benchmarks.synthetic import build_model
         from eeve_sft.inference.loading import load_for_inference
         from eeve_sft.template import pad_token_id, stop_token_ids
 
@@ -517,20 +512,6 @@ def generated_block(results_dir: Path) -> str:
     return f"{BEGIN}\n" + "\n".join(parts).rstrip() + f"\n{END}"
 
 
-def write_results_md(block: str, begin: str = BEGIN, end: str = END, before: str | None = None) -> None:
-    """Replace the section between `begin` and `end`; a new one goes in front of `before`, else at the end."""
-    text = RESULTS_MD.read_text(encoding="utf-8")
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    elif before and before in text:
-        head, rest = text.split(before, 1)
-        text = head + block + "\n\n" + before + rest
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="directory for generation.json and the step profile")
@@ -546,7 +527,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         block = generated_block(Path(args.render).resolve())
-        write_results_md(block)
+        write_block(block, BEGIN, END)
         print(block)
         return
     if not args.out:

@@ -1,9 +1,9 @@
 """Retrieval: quality on the shipped WMS questions, and indexing/query speed on 10,000 synthetic manual pages.
 
-    python benchmarks/bench_retrieval.py                              # BM25; results into benchmarks/RESULTS.md
-    python benchmarks/bench_retrieval.py --embedding-model PATH       # also dense and hybrid quality
-    python benchmarks/bench_retrieval.py --embedding-model PATH --model-label "English all-MiniLM-L6-v2"
-    python benchmarks/bench_retrieval.py --pages 1000 --no-record
+    python -m benchmarks.bench_retrieval                              # BM25; results into benchmarks/RESULTS.md
+    python -m benchmarks.bench_retrieval --embedding-model PATH       # also dense and hybrid quality
+    python -m benchmarks.bench_retrieval --embedding-model PATH --model-label "English all-MiniLM-L6-v2"
+    python -m benchmarks.bench_retrieval --pages 1000 --no-record
 
 Quality: data/wms_docs indexed in paragraph chunks (the default --chunk-chars), recall@1/3/5 and MRR of the
 53 questions in eval/wms_questions.jsonl (bar for BM25: recall@1 >= 0.9, recall@5 = 1.0). Speed: `--pages`
@@ -24,14 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_build_dataset import machine, record, versions
-
+from benchmarks.common import REPO, RESULTS_MD, machine, versions, write_block
 from eeve_sft.retrieval import RetrievalIndex, build_index
 from eeve_sft.retrieval.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP
 from eeve_sft.retrieval.evaluate import evaluate, load_questions
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
 BEGIN = "<!-- bench_retrieval: begin -->"
 END = "<!-- bench_retrieval: end -->"
 INDEX_LIMIT_S, QUERY_LIMIT_MS = 300.0, 50.0
@@ -233,8 +230,8 @@ def main() -> None:
     section = render(rows, sp, args.embedding_model and (args.model_label or f"`{args.embedding_model}`"))
     print(section)
     if not args.no_record:
-        record(section, BEGIN, END)
-        print(f"recorded in {RESULTS}", file=sys.stderr)
+        write_block(section, BEGIN, END)
+        print(f"recorded in {RESULTS_MD}", file=sys.stderr)
 
 
 if __name__ == "__main__":

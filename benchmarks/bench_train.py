@@ -1,10 +1,10 @@
 """Training-speed benchmark: named variants of the project's recipes, each trained for a fixed number of steps on one
 GPU, in its own process, on the same synthetic data and EEVE-shaped random-weight model.
 
-    python benchmarks/bench_train.py run [--variants q_default,b_fast,...] [--repeat N] [--profile]
-    python benchmarks/bench_train.py report [--write benchmarks/RESULTS.md]
-    python benchmarks/bench_train.py check --cpu-smoke      # the fixed-batch check alone, one per scoring path
-    python benchmarks/bench_train.py list
+    python -m benchmarks.bench_train run [--variants q_default,b_fast,...] [--repeat N] [--profile]
+    python -m benchmarks.bench_train report [--write benchmarks/RESULTS.md]
+    python -m benchmarks.bench_train check --cpu-smoke      # the fixed-batch check alone, one per scoring path
+    python -m benchmarks.bench_train list
 
 The variants are data (`benchmarks/train_variants.yaml`): a recipe plus overrides, parsed by the project's
 `parse_recipe` and trained by TRL's `SFTTrainer` exactly as `scripts/sft.py` builds it (same tokenizer, tokenization,
@@ -26,7 +26,6 @@ reference (CURVE_RTOL) and `report --write` plots both curves beside the results
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -37,99 +36,20 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-VARIANTS_FILE = REPO / "benchmarks/train_variants.yaml"
-RESULTS_ROOT = REPO / "benchmarks/results/train_speed"
-
-# The original workload whose wall time each variant's throughput is turned into: 100K conversations, 2 epochs.
-WORKLOAD_SAMPLES = 100_000 * 2
-CHECK_EXAMPLES = 8  # conversations in the fixed correctness batch
-LOSS_RTOL = 1e-3  # relative loss difference allowed between attention/kernel paths in bf16 (a mask error: ~3e-3)
-LEAK_FRACTION = 0.2  # per-token log-prob differences must stay under this share of the mask-error control's
-PROBE_STD = 0.01  # LoRA B values of the adapter probe: each projection's adapter then adds a few % to its output
-KNOWN_HOOKS = ("fp32_lora_input_cast", "recompute_last_base")
-RUNNERS = ("bench", "unsloth")
-DATA_KINDS = ("speed", "learnable")  # synthetic.py's uniform random words, or its --learnable ones
-LEARNABLE_TRAIN_ROWS = 6000  # ~330 packed steps of 4 x 2048 tokens: a 300-step curve within one epoch
-CURVE_RTOL = 0.01  # a loss-curve check passes when the loss at every logged step is within 1% of the reference's
-
-
-@dataclasses.dataclass
-class Variant:
-    name: str
-    family: str  # "qlora" or "bf16": variants of one family are checked against its reference
-    label: str
-    recipe: str
-    overrides: dict = dataclasses.field(default_factory=dict)
-    steps: int = 10  # optimizer steps in all
-    warmup: int = 3  # steps left out of the timing (kernel compilation, allocator growth, paged optimizer setup)
-    hooks: tuple = ()  # benchmark-only changes that no recipe key expresses (see apply_hooks)
-    env: dict = dataclasses.field(default_factory=dict)  # set in the worker before anything loads
-    needs: tuple = ()  # extra Python packages the variant imports
-    runner: str = "bench"  # "bench": this file's worker; else an external trainer in bench_external.py
-    data: str = "speed"  # "learnable": trained on learnable synthetic data, its loss curve checked (CURVE_RTOL)
-
-
-def load_variants(path: Path = VARIANTS_FILE) -> tuple[dict, dict]:
-    """The variant table and each family's reference order, from the variants file (see its header)."""
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    recipes, presets, references = data["recipes"], data.get("presets", {}), data["references"]
-    fields = {f.name for f in dataclasses.fields(Variant)} | {"use"}
-    variants = {}
-    for entry in data["variants"]:
-        name = entry.get("name", "?")
-        unknown = set(entry) - fields
-        if unknown:
-            raise ValueError(f"{path}: variant {name}: unknown field(s) {sorted(unknown)}")
-        if name in variants:
-            raise ValueError(f"{path}: variant {name} is defined twice")
-        if entry.get("recipe") not in recipes or entry.get("family") not in references:
-            raise ValueError(
-                f"{path}: variant {name}: recipe must be one of {sorted(recipes)} and family one of "
-                f"{sorted(references)}"
-            )
-        overrides, env = {}, {}
-        for preset in entry.get("use", []):
-            if preset not in presets:
-                raise ValueError(f"{path}: variant {name}: no preset {preset!r}")
-            keys = dict(presets[preset])
-            env.update(keys.pop("env", None) or {})  # a preset's environment variables, beside its recipe keys
-            overrides.update(keys)
-        overrides.update(entry.get("overrides") or {})
-        env.update(entry.get("env") or {})
-        hooks = tuple(entry.get("hooks") or ())
-        if set(hooks) - set(KNOWN_HOOKS):
-            raise ValueError(f"{path}: variant {name}: unknown hook(s) {sorted(set(hooks) - set(KNOWN_HOOKS))}")
-        if entry.get("runner", "bench") not in RUNNERS:
-            raise ValueError(f"{path}: variant {name}: runner must be one of {', '.join(RUNNERS)}")
-        if entry.get("data", "speed") not in DATA_KINDS:
-            raise ValueError(f"{path}: variant {name}: data must be one of {', '.join(DATA_KINDS)}")
-        variants[name] = Variant(
-            name=name,
-            family=entry["family"],
-            label=entry["label"],
-            recipe=recipes[entry["recipe"]],
-            overrides=overrides,
-            steps=entry.get("steps", 10),
-            warmup=entry.get("warmup", 3),
-            hooks=hooks,
-            env={k: str(v) for k, v in env.items()},
-            needs=tuple(entry.get("needs") or ()),
-            runner=entry.get("runner", "bench"),
-            data=entry.get("data", "speed"),
-        )
-    for family, names in references.items():
-        if any(variants.get(n, Variant(n, "", "", "")).family != family for n in names):
-            raise ValueError(f"{path}: references of {family} must be variants of that family")
-    return variants, references
-
-
-VARIANTS, REFERENCES = load_variants()
+from benchmarks.common import REPO, module_command, module_env, run_module
+from benchmarks.variants import (
+    CHECK_EXAMPLES,
+    LEARNABLE_TRAIN_ROWS,
+    PROBE_STD,
+    REFERENCES,
+    TRAIN_RESULTS,
+    VARIANTS,
+    WORKLOAD_SAMPLES,
+    Variant,
+    next_repeat,
+    recipe_keys,
+    result_path,
+)
 
 
 def bench_keys(variant: Variant, model: str, data: str, out_dir: Path, cpu_smoke: bool) -> dict:
@@ -536,17 +456,6 @@ def device_slug(name: str | None = None) -> str:
     return words[0] if words else "gpu"
 
 
-def result_path(folder: Path, name: str, repeat: int) -> Path:
-    return folder / (f"{name}.json" if repeat == 1 else f"{name}.run{repeat}.json")
-
-
-def next_repeat(folder: Path, name: str) -> int:
-    repeat = 1
-    while result_path(folder, name, repeat).is_file():
-        repeat += 1
-    return repeat
-
-
 def data_dir(data: str | Path, kind: str) -> Path:
     """The synthetic data of one kind (DATA_KINDS): `data` itself for speed, else its sibling `<data>-<kind>`."""
     return Path(data) if kind == "speed" else Path(f"{data}-{kind}")
@@ -556,9 +465,8 @@ def ensure_model_and_data(args, kinds: tuple = ("speed",)) -> tuple[Path, Path]:
     """The random model and the synthetic data of `args` (each kind of `kinds` in its folder, see data_dir), built
     by synthetic.py where missing; returns the model's folder and the speed data's."""
     model = Path(args.model)
-    synthetic = [sys.executable, str(REPO / "benchmarks/synthetic.py")]
     if not (model / "config.json").is_file():
-        subprocess.run([*synthetic, "model", str(model)] + (["--tiny"] if args.cpu_smoke else []), check=True)
+        run_module("synthetic", "model", model, *(["--tiny"] if args.cpu_smoke else []))
     for kind in dict.fromkeys(("speed", *kinds)):
         folder = data_dir(args.data, kind)
         if (folder / "train.jsonl").is_file():
@@ -566,7 +474,7 @@ def ensure_model_and_data(args, kinds: tuple = ("speed",)) -> tuple[Path, Path]:
         rows = (
             [] if kind == "speed" else ["--learnable", "--train", "64" if args.cpu_smoke else str(LEARNABLE_TRAIN_ROWS)]
         )
-        subprocess.run([*synthetic, "data", str(folder), "--tokenizer", str(model), *rows], check=True)
+        run_module("synthetic", "data", folder, "--tokenizer", model, *rows)
     return model, Path(args.data)
 
 
@@ -574,7 +482,9 @@ def run(args) -> None:
     names = [n for n in args.variants.split(",") if n] if args.variants else list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        raise SystemExit(f"bench_train: unknown variant(s) {', '.join(unknown)} (see `bench_train.py list`)")
+        raise SystemExit(
+            f"bench_train: unknown variant(s) {', '.join(unknown)} (see `python -m benchmarks.bench_train list`)"
+        )
     if args.repeat < 1:
         raise SystemExit("bench_train: --repeat must be at least 1")
     work = Path(args.work)
@@ -587,7 +497,7 @@ def run(args) -> None:
     for _ in range(args.repeat):  # rounds: each variant once per round, so repeats interleave
         for name in names:
             run_one(VARIANTS[name], args, work, folder, invocation)
-    from train_report import load_folder, report_table
+    from benchmarks.train_report import load_folder, report_table
 
     print(report_table(load_folder(folder)), flush=True)
 
@@ -613,7 +523,7 @@ def worker_flags(run_args: argparse.Namespace) -> list[str]:
 def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -> None:
     import importlib.machinery
 
-    from gpu_clocks import Sampler
+    from benchmarks.gpu_clocks import Sampler
 
     repeat = next_repeat(folder, variant.name)
     out = result_path(folder, variant.name, repeat)
@@ -624,7 +534,6 @@ def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -
         write_failure(out, variant, repeat, invocation, f"needs {', '.join(missing)} (not installed)")
         print(f"== {variant.name}: skipped, needs {', '.join(missing)}", flush=True)
         return
-    script = "bench_external.py" if external else "bench_train.py"
     run_args = worker_args(
         variant.name,
         work,
@@ -634,12 +543,12 @@ def run_one(variant: Variant, args, work: Path, folder: Path, invocation: str) -
         cpu_smoke=args.cpu_smoke and not external,
         profile=args.profile and not external,
     )
-    cmd = (
-        [sys.executable, str(REPO / "benchmarks" / script)] + ([] if external else ["worker"]) + worker_flags(run_args)
-    )
-    env = dict(os.environ)
-    if external and args.external_site:  # the external trainer's own package set, first on the path
-        env["PYTHONPATH"] = os.pathsep.join([args.external_site, str(REPO / "src"), env.get("PYTHONPATH", "")])
+    if external:
+        cmd = module_command("bench_external", *worker_flags(run_args))
+    else:
+        cmd = module_command("bench_train", "worker", *worker_flags(run_args))
+    # An external trainer's own package set goes first on the path.
+    env = module_env((args.external_site,) if external and args.external_site else ())
     log = work / "logs" / f"{out.stem}.log"
     started = time.time()
     print(f"== {variant.name} (run {repeat})", flush=True)
@@ -720,7 +629,7 @@ def scoring_paths(cpu_smoke: bool) -> dict:
         if v.data != "speed":  # loss-curve variants repeat speed variants' scoring paths on other data
             continue
         keys = bench_keys(v, "m", "d", Path("o"), cpu_smoke)
-        base = _recipe_keys(v.recipe)
+        base = recipe_keys(v.recipe)
         # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing; recompute_last_base
         # moves a product between two autograd nodes, which the check's forward (no recomputation) scores alike.
         hooks = tuple(
@@ -736,21 +645,10 @@ def scoring_paths(cpu_smoke: bool) -> dict:
     return {name: signature for signature, name in paths.items()}
 
 
-def _recipe_keys(recipe: str) -> dict:
-    """A recipe file's keys with its base recipes' under them (only what scoring_paths compares)."""
-    import yaml
-
-    path = REPO / recipe
-    keys = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if keys.get("base_recipe"):
-        return {**_recipe_keys(str((path.parent / keys["base_recipe"]).relative_to(REPO))), **keys}
-    return keys
-
-
 def _check_in_subprocess(run_args) -> str | None:
     """The fixed-batch check of one variant in its own process (a GPU's memory and kernels start clean); the error."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", *worker_flags(run_args)]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    cmd = module_command("bench_train", "worker", *worker_flags(run_args))
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=module_env())
     return None if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stdout[-300:]}{proc.stderr[-600:]}"
 
 
@@ -770,12 +668,14 @@ def _check_in_process(run_args) -> str | None:
 
 def check(args) -> int:
     """Run the fixed-batch check of the given variants (and their references) without training; 1 if any fails."""
-    from train_report import compare
+    from benchmarks.train_report import compare
 
     names = [n for n in args.variants.split(",") if n] if args.variants else list(scoring_paths(args.cpu_smoke))
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        raise SystemExit(f"bench_train: unknown variant(s) {', '.join(unknown)} (see `bench_train.py list`)")
+        raise SystemExit(
+            f"bench_train: unknown variant(s) {', '.join(unknown)} (see `python -m benchmarks.bench_train list`)"
+        )
     import importlib.util
 
     missing = {n: [m for m in VARIANTS[n].needs if importlib.util.find_spec(m) is None] for n in names}
@@ -816,7 +716,14 @@ def check(args) -> int:
 
 
 def report(args) -> None:
-    from train_report import check_table, generated_block, load_all, report_table, write_curve_plots, write_results_md
+    from benchmarks.train_report import (
+        check_table,
+        generated_block,
+        load_all,
+        report_table,
+        write_curve_plots,
+        write_results_md,
+    )
 
     all_results = load_all(Path(args.results))
     for folder, results in all_results.items():
@@ -836,7 +743,7 @@ def main() -> None:
     common.add_argument("--data", default="/tmp/synth", help="written there when missing")
     common.add_argument("--cpu-smoke", action="store_true", help="tiny model on CPU: tests the benchmark itself")
     results = argparse.ArgumentParser(add_help=False)
-    results.add_argument("--results", default=str(RESULTS_ROOT), help="results root: one folder per date and device")
+    results.add_argument("--results", default=str(TRAIN_RESULTS), help="results root: one folder per date and device")
     r = sub.add_parser("run", parents=[common, results], help="build what is missing, then run variants")
     r.add_argument("--variants", default="", help="comma-separated names (default: all, in table order)")
     r.add_argument("--repeat", type=int, default=1, help="rounds over the variants (each variant N times, interleaved)")

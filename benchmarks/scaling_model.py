@@ -1,7 +1,7 @@
 """A model, not a measurement: expected training speed of the 100K x 2-epoch run on 1 to 64 GPUs.
 
-    python benchmarks/scaling_model.py            # print the tables
-    python benchmarks/scaling_model.py --write    # and replace its section of benchmarks/RESULTS.md
+    python -m benchmarks.scaling_model            # print the tables
+    python -m benchmarks.scaling_model --write    # and replace its section of benchmarks/RESULTS.md
 
 Per-GPU compute comes from the one-GPU measurements in RESULTS.md; what each step sends between GPUs is counted from
 EEVE's shapes (LoRA r 64 on the 7 projections: 251,658,240 trainable parameters); the time to send it comes from
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from benchmarks.common import RESULTS_MD, write_block
+
 BEGIN, END = "<!-- scaling_model: begin -->", "<!-- scaling_model: end -->"
 
 # EEVE-Korean-Instruct-10.8B (Llama): 48 layers, hidden 4096, MLP 14336, 8 KV heads of 128, vocab 40960, untied.
@@ -299,17 +299,6 @@ def section() -> str:
     )
 
 
-def write_section(path: Path, block: str) -> None:
-    """Replace this model's section of RESULTS.md, or append it; the other sections stay as they are."""
-    text = path.read_text(encoding="utf-8")
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="replace this model's section of benchmarks/RESULTS.md")
@@ -317,8 +306,8 @@ def main() -> None:
     block = section()
     print(block)
     if args.write:
-        write_section(RESULTS, block)
-        print(f"recorded in {RESULTS}")
+        write_block(block, BEGIN, END)
+        print(f"recorded in {RESULTS_MD}")
 
 
 if __name__ == "__main__":

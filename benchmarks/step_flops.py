@@ -4,7 +4,7 @@ node (recomputed in the backward) and after it (fused_lora's `last_projections`,
 counted on CPU by torch's FlopCounterMode. A count depends on shapes alone, so the figures hold on any device; what they are worth in time
 is measured on a GPU by bench_train.py (variants `*_last_base_recomputed`).
 
-    python benchmarks/step_flops.py [--tokens 2048] [--write benchmarks/results/step_flops/eeve_layer_2048.json]
+    python -m benchmarks.step_flops [--tokens 2048] [--write benchmarks/results/step_flops/eeve_layer_2048.json]
 
 Attention is counted as SDPA's dense causal product (the recipes' flex attention skips the blocks between packed
 conversations, so it does less); every other product is the same as in training.
@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.common import REPO
 
 DEFAULT_RECIPE = REPO / "recipes/eeve_banmal.yaml"
 ORDERS = ("last_base_recomputed", "last_base_after_lora")
@@ -34,11 +31,11 @@ def layer_step_flops(tokens: int, tiny: bool = False) -> dict:
     """FLOPs of one forward + backward of one checkpointed decoder layer over `tokens` tokens, for each order."""
     import torch
     from peft import LoraConfig, inject_adapter_in_model
-    from synthetic import llama_config
     from torch.utils.checkpoint import checkpoint
     from torch.utils.flop_counter import FlopCounterMode
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
+    from benchmarks.synthetic import llama_config
     from eeve_sft.training.fused_lora import LAST_IN_LAYER, enable_fused_lora
     from eeve_sft.training.recipe import read_recipe
 

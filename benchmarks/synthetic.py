@@ -4,9 +4,9 @@ Training speed depends on tensor shapes and sequence lengths, not on weight or t
 trains a random-weight Llama with the exact shapes of EEVE-Korean-Instruct-10.8B on conversations whose token
 lengths follow a stated distribution. Everything here is deterministic for a given seed.
 
-    python benchmarks/synthetic.py model /tmp/eeve-random          # needs a GPU: ~21.6 GB bf16 safetensors
-    python benchmarks/synthetic.py data /tmp/synth --tokenizer /tmp/eeve-random
-    python benchmarks/synthetic.py data /tmp/synth-learnable --tokenizer /tmp/eeve-random --learnable
+    python -m benchmarks.synthetic model /tmp/eeve-random          # needs a GPU: ~21.6 GB bf16 safetensors
+    python -m benchmarks.synthetic data /tmp/synth --tokenizer /tmp/eeve-random
+    python -m benchmarks.synthetic data /tmp/synth-learnable --tokenizer /tmp/eeve-random --learnable
 
 Speed data's words are uniform random, so no model can lower its loss: two training runs agree whatever their
 arithmetic. `--learnable` writes conversations of the same length distribution whose words follow a fixed random
@@ -20,12 +20,8 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
 
 # EEVE-Korean-Instruct-10.8B-v1.0 (a SOLAR/Llama architecture): 48 layers, GQA 32/8 heads, untied embeddings.
 EEVE_SHAPES = dict(

@@ -1,7 +1,7 @@
 """The training-speed report: one table per results folder (date and device), rows in variant-table order, repeats
 after each other, and each variant's fixed-batch check against its family's reference; the RESULTS.md section.
 
-    python benchmarks/bench_train.py report [--write benchmarks/RESULTS.md]
+    python -m benchmarks.bench_train report [--write benchmarks/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench_train import (
+from benchmarks.common import write_block
+from benchmarks.variants import (
     CHECK_EXAMPLES,
     CURVE_RTOL,
     LEAK_FRACTION,
@@ -388,10 +389,5 @@ def generated_block(all_results: dict) -> str:
 
 def write_results_md(path: Path, block: str) -> None:
     """Replace this benchmark's generated block in RESULTS.md (or add the section); other sections are kept as is."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION_HEADING}\n\n{block}\n"
-    path.write_text(text, encoding="utf-8")
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    write_block(block if BEGIN in text else f"{SECTION_HEADING}\n\n{block}", BEGIN, END, path=path)

@@ -2,9 +2,9 @@
 
 import copy
 import hashlib
+import importlib
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,11 +19,7 @@ H100 = ROOT / "2026-11-25_h100"
 
 
 def load_module(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / f"benchmarks/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def bench_module():
@@ -31,7 +27,6 @@ def bench_module():
 
 
 def report_module():
-    bench_module()  # the report reads the variant table from it
     return load_module("train_report")
 
 
@@ -114,7 +109,7 @@ def test_every_benchmark_variant_is_a_valid_recipe_with_its_overrides_applied(tm
 
 
 def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(tmp_path):
-    bench = bench_module()
+    variants_module = load_module("variants")
     base = {
         "recipes": {"default": "recipes/eeve_banmal.yaml"},
         "references": {"qlora": ["q_a"]},
@@ -131,7 +126,7 @@ def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(t
     }
     path = tmp_path / "variants.yaml"
     path.write_text(yaml.safe_dump({**base, "variants": [good]}), encoding="utf-8")
-    variants, refs = bench.load_variants(path)
+    variants, refs = variants_module.load_variants(path)
     assert variants["q_a"].overrides == {
         "use_liger_kernel": True,
         "torch_compile": True,
@@ -148,10 +143,10 @@ def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(t
     ]:
         path.write_text(yaml.safe_dump({**base, "variants": [bad]}), encoding="utf-8")
         with pytest.raises(ValueError, match=message):
-            bench.load_variants(path)
+            variants_module.load_variants(path)
     path.write_text(yaml.safe_dump({**base, "variants": [good, good]}), encoding="utf-8")
     with pytest.raises(ValueError, match="defined twice"):
-        bench.load_variants(path)
+        variants_module.load_variants(path)
 
 
 def test_the_recompute_hook_puts_the_last_base_product_back_into_its_lora_node():
@@ -177,8 +172,8 @@ def test_the_recompute_hook_puts_the_last_base_product_back_into_its_lora_node()
 def test_the_flop_count_saves_exactly_the_down_projections_recomputed_base_product(tmp_path):
     out = tmp_path / "flops.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/step_flops.py"), "--tiny", "--tokens", "48", "--write", str(out)],
-        capture_output=True, text=True, check=False,
+        [sys.executable, "-m", "benchmarks.step_flops", "--tiny", "--tokens", "48", "--write", str(out)],
+        capture_output=True, text=True, check=False, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -230,14 +225,16 @@ def tiny_model_and_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     py = sys.executable
     subprocess.run(
-        [py, str(REPO / "benchmarks/synthetic.py"), "model", str(root / "model"), "--tiny"],
+        [py, "-m", "benchmarks.synthetic", "model", str(root / "model"), "--tiny"],
         check=True,
         capture_output=True,
+        cwd=REPO,
     )
     subprocess.run(
         [
             py,
-            str(REPO / "benchmarks/synthetic.py"),
+            "-m",
+            "benchmarks.synthetic",
             "data",
             str(root / "data"),
             "--tokenizer",
@@ -249,16 +246,16 @@ def tiny_model_and_data(tmp_path_factory):
         ],
         check=True,
         capture_output=True,
+        cwd=REPO,
     )
     return root
 
 
 def bench_cli(command: str, *args, root):
-    """`bench_train.py COMMAND --cpu-smoke ARGS` on the tiny model and data under `root`."""
-    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
-    cmd = [sys.executable, str(REPO / "benchmarks/bench_train.py"), command, "--cpu-smoke", *map(str, args)]
+    """`python -m benchmarks.bench_train COMMAND --cpu-smoke ARGS` on the tiny model and data under `root`."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_train", command, "--cpu-smoke", *map(str, args)]
     cmd += ["--model", str(root / "model"), "--data", str(root / "data")]
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO)
 
 
 def test_every_scoring_path_of_the_variant_table_passes_the_fixed_batch_check_on_cpu(tiny_model_and_data):
@@ -321,7 +318,7 @@ def test_the_external_runners_trainer_config_trains_the_answer_tokens_only(tiny_
     root = tiny_model_and_data
     tokenizer = AutoTokenizer.from_pretrained(root / "model")
     variant = bench.VARIANTS["x_unsloth_packed"]
-    keys = {**bench._recipe_keys(variant.recipe), **variant.overrides, "max_length": 256}
+    keys = {**load_module("variants").recipe_keys(variant.recipe), **variant.overrides, "max_length": 256}
     dataset, rows = external.training_rows(str(root / "data"), tokenizer, keys)
     config = external.trainer_config(variant, keys, tmp_path)
     assert config["packing"] and config["padding_free"]
