@@ -91,14 +91,16 @@ def bench_keys(variant: Variant, model: str, data: str, out_dir: Path, cpu_smoke
 # Worker: one variant, one process.
 
 
-def apply_hooks(model, hooks: tuple, bf16: bool) -> dict:
+def apply_hooks(model, hooks: tuple) -> dict:
     """Apply a variant's benchmark-only changes to the trainer's (PEFT-wrapped) model; returns what they report."""
     report = {}
-    # As scripts/sft.py does: under bf16 autocast, no fp32 copy of every LoRA input (see modeling.py).
-    if bf16 and "fp32_lora_input_cast" not in hooks:
-        from eeve_sft.training.modeling import skip_redundant_lora_input_casts
+    if "fp32_lora_input_cast" in hooks:
+        # Under bf16 build_trainer skips PEFT's fp32 copy of every LoRA input (modeling.py): the variant keeps it.
+        from peft.tuners.lora import LoraLayer
 
-        skip_redundant_lora_input_casts(model)
+        for module in model.modules():
+            if isinstance(module, LoraLayer):
+                module.cast_input_dtype_enabled = True
     if "recompute_last_base" in hooks:
         # The fused order before `last_projections`: down_proj's base product inside its LoRA node, so the
         # checkpointed layers' recomputation computes it again.
@@ -278,9 +280,8 @@ def worker(args) -> None:
                 Path(args.out).with_suffix(".profile.txt").write_text(summary, encoding="utf-8")
 
     timer = Timer()
-    # The LoRA input casts are the variant's choice (apply_hooks), not build_trainer's.
-    trainer = build_trainer(recipe, tokenizer, data, [timer], trainer_class=BenchTrainer, skip_lora_input_casts=False)
-    hook_report = apply_hooks(trainer.model, variant.hooks, training.bf16)
+    trainer = build_trainer(recipe, tokenizer, data, [timer], trainer_class=BenchTrainer)
+    hook_report = apply_hooks(trainer.model, variant.hooks)
     if args.check_only:  # the fixed-batch check alone, no training (bench_train.py check)
         result = {
             "name": variant.name,

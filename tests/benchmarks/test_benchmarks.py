@@ -149,6 +149,24 @@ def test_the_variants_file_rejects_unknown_presets_hooks_fields_and_duplicates(t
         variants_module.load_variants(path)
 
 
+def test_the_fp32_input_cast_hook_gives_back_the_casts_build_trainer_skips_under_bf16():
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+
+    from eeve_sft.training.modeling import skip_redundant_lora_input_casts
+    from helpers import DEMO_MODEL
+
+    bench = bench_module()
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(DEMO_MODEL), LoraConfig(r=4, target_modules=["q_proj"]))
+    lora = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    assert skip_redundant_lora_input_casts(model) == len(lora) > 0  # what build_trainer does under bf16
+    bench.apply_hooks(model, ())
+    assert not any(m.cast_input_dtype_enabled for m in lora)  # a variant without the hook trains as shipped
+    bench.apply_hooks(model, ("fp32_lora_input_cast",))
+    assert all(m.cast_input_dtype_enabled for m in lora)
+
+
 def test_the_recompute_hook_puts_the_last_base_product_back_into_its_lora_node():
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -119,12 +119,13 @@ def build_trainer(
     data: PreparedData,
     callbacks: Iterable = (),
     trainer_class: type | None = None,
-    skip_lora_input_casts: bool = True,
 ):
     """The SFTTrainer for `recipe` on `data`: model settings, LoRA/quantization, early stopping from the recipe.
 
-    `trainer_class` is an SFTTrainer subclass (the benchmark counts tokens in one); `skip_lora_input_casts`
-    applies :func:`~eeve_sft.training.modeling.skip_redundant_lora_input_casts` under bf16 (the benchmark measures both).
+    `callbacks` are added to the trainer's (transformers ``TrainerCallback``); `trainer_class` is an SFTTrainer
+    subclass to build instead, one that overrides a step. What the recipe asks of the model (LoRA input casts, FP8
+    bases, fused projections) is applied before the trainer is returned, so a caller may change ``trainer.model``
+    further before training.
     """
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer, get_peft_config, get_quantization_config
@@ -149,7 +150,7 @@ def build_trainer(
     # TRL drafts a README.md into output_dir at every checkpoint, naming no base model for a local path
     # ("[None](https://huggingface.co/None)"); scripts/merge_adapter.py writes the real model card.
     trainer.create_model_card = lambda *args, **kwargs: None
-    if training.bf16 and skip_lora_input_casts:
+    if training.bf16:
         skip_redundant_lora_input_casts(trainer.model)
     if project.float8_base:  # before fused_lora, which routes the FP8 bases through their own products
         from .float8 import convert_lora_base_layers
