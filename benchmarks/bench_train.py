@@ -101,13 +101,6 @@ def apply_hooks(model, hooks: tuple) -> dict:
         for module in model.modules():
             if isinstance(module, LoraLayer):
                 module.cast_input_dtype_enabled = True
-    if "recompute_last_base" in hooks:
-        # The fused order before `last_projections`: down_proj's base product inside its LoRA node, so the
-        # checkpointed layers' recomputation computes it again.
-        last = [m for m in model.modules() if getattr(m, "_eeve_base_last", False)]
-        for module in last:
-            module._eeve_base_last = False
-        report["last_base_recomputed"] = len(last)
     from eeve_sft.training.fused_lora import is_float8_base
 
     fp8 = [m for m in model.modules() if is_float8_base(m)]  # recipe key float8_base
@@ -631,11 +624,8 @@ def scoring_paths(cpu_smoke: bool) -> dict:
             continue
         keys = bench_keys(v, "m", "d", Path("o"), cpu_smoke)
         base = recipe_keys(v.recipe)
-        # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing; recompute_last_base
-        # moves a product between two autograd nodes, which the check's forward (no recomputation) scores alike.
-        hooks = tuple(
-            sorted(h for h in v.hooks if h != "recompute_last_base" and not (cpu_smoke and h == "fp32_lora_input_cast"))
-        )
+        # Without bf16 autocast (the CPU smoke test) the fp32 LoRA input cast changes nothing.
+        hooks = tuple(sorted(h for h in v.hooks if not (cpu_smoke and h == "fp32_lora_input_cast")))
         # A flag no recipe in the chain sets is off: a recipe that says `false` scores the same way.
         values = tuple(
             (k, keys.get(k, base.get(k)) or (False if k in BOOL_SCORING_KEYS else None)) for k in SCORING_KEYS

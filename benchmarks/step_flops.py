@@ -1,8 +1,8 @@
 """Matrix FLOPs of one training step of one EEVE-shaped decoder layer, LoRA as the default recipe sets it (r 64 on the
 7 projections) through the fused path, under activation checkpointing: with down_proj's base product inside its LoRA
 node (recomputed in the backward) and after it (fused_lora's `last_projections`, what the training assembly sets),
-counted on CPU by torch's FlopCounterMode. A count depends on shapes alone, so the figures hold on any device; what they are worth in time
-is measured on a GPU by bench_train.py (variants `*_last_base_recomputed`).
+counted on CPU by torch's FlopCounterMode. A count depends on shapes alone, so the figures hold on any device; what
+they are worth in time is in RESULTS.md (measured on a GPU before the old order was removed from bench_train).
 
     python -m benchmarks.step_flops [--tokens 2048] [--write benchmarks/results/step_flops/eeve_layer_2048.json]
 

@@ -167,26 +167,6 @@ def test_the_fp32_input_cast_hook_gives_back_the_casts_build_trainer_skips_under
     assert all(m.cast_input_dtype_enabled for m in lora)
 
 
-def test_the_recompute_hook_puts_the_last_base_product_back_into_its_lora_node():
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from eeve_sft.training.fused_lora import enable_fused_lora
-    from helpers import DEMO_MODEL
-
-    bench = bench_module()
-    model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL)
-    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
-    enable_fused_lora(model, last_projections=("down_proj",))
-    last = [n for n, m in model.named_modules() if getattr(m, "_eeve_base_last", False)]
-    assert len(last) == model.config.num_hidden_layers
-    assert bench.apply_hooks(model, (), bf16=False) == {}  # the shipped order is left as it is
-    assert all(getattr(m, "_eeve_base_last", False) for n, m in model.named_modules() if n in last)
-    report = bench.apply_hooks(model, ("recompute_last_base",), bf16=False)
-    assert report == {"last_base_recomputed": len(last)}
-    assert not any(getattr(m, "_eeve_base_last", False) for m in model.modules())
-
-
 def test_the_flop_count_saves_exactly_the_down_projections_recomputed_base_product(tmp_path):
     out = tmp_path / "flops.json"
     proc = subprocess.run(
