@@ -1,7 +1,7 @@
 """Time a full training-set build on a synthetic 200K-row input, every stage included.
 
-    python -m benchmarks.bench_build_dataset                 # 200,000 rows, results into benchmarks/RESULTS.md
-    python -m benchmarks.bench_build_dataset --rows 20000 --no-record
+    python -m benchmarks.bench_build_dataset                 # 200,000 rows, recorded (see below)
+    python -m benchmarks.bench_build_dataset --rows 20000 --no-record     # print only
 
 The input is two local sources written for the run: Korean instruction/answer pairs (instruction/input/output
 JSON Lines) and multi-turn chats (a messages column), with answers of varied length (a sentence to a few
@@ -9,8 +9,9 @@ thousand characters, lists, code blocks), plus what real data carries: exact and
 symbol soup, repeated lines, English answers, 반말 and mixed answers, unreadable lines and missing fields.
 The build samples 100,000 rows, rewrites half of the user turns into 반말 and holds out 2,000 for eval.
 
-Timings per stage come from the build's own stats.json; the total is the wall time of the build. The section
-between the markers in RESULTS.md is replaced; the rest of the file is left alone.
+Timings per stage come from the build's own stats.json; the total is the wall time of the build. A recorded run
+writes `benchmarks/results/build_dataset/<date>_cpu/build_dataset.json` and renders the newest result into its
+block of RESULTS.md (`python -m benchmarks.report --write` does the same for every block).
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import RESULTS_MD, machine, versions, write_block
+from benchmarks.common import (
+    REPO,
+    RESULTS_MD,
+    RESULTS_ROOT,
+    machine,
+    newest_result,
+    versions,
+    write_block,
+    write_result,
+)
 from eeve_sft.data_prep import build_dataset, load_mix
 
 BEGIN = "<!-- bench_build_dataset: begin -->"
@@ -274,32 +284,54 @@ def package_line() -> str:
     return versions(("datasketch", "kiwipiepy", "kiwipiepy-model", "numpy", "pyyaml", "tqdm"))
 
 
-def report(rows: int, stats: dict, wall: float, input_mb: float) -> str:
-    timings = stats["timings_s"]
+def document(rows: int, stats: dict, wall: float, input_mb: float) -> dict:
+    """What one build measured, as its result file keeps it."""
+    rewrite = stats["speech_level"]["rewrite"] or {}
+    return {
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "packages": package_line(),
+        "rows": rows,
+        "input_mb": round(input_mb, 1),
+        "output": {"train": stats["output"]["train"], "eval": stats["output"]["eval"]},
+        "wall_s": round(wall, 2),
+        "limit_s": LIMIT_S,
+        "timings_s": {name: seconds for name, seconds in stats["timings_s"].items() if name != "total"},
+        "assistant_judged": stats["speech_level"]["assistant"]["judged"],
+        "turns_rewritten": rewrite.get("turns_rewritten", 0),
+    }
+
+
+def render(doc: dict) -> str:
+    """The RESULTS.md section of one result file."""
+    wall, limit = doc["wall_s"], doc["limit_s"]
     lines = [
-        BEGIN,
         "## Training-set build (`benchmarks/bench_build_dataset.py`)",
         "",
-        f"- Date: {dt.date.today().isoformat()}",
-        f"- Machine: {machine()}",
-        f"- Packages: {package_line()}",
-        f"- Input: {rows:,} synthetic rows ({input_mb:.0f} MB JSON Lines, two sources); "
-        f"output: {stats['output']['train']:,} train + {stats['output']['eval']:,} eval rows",
-        f"- **Whole build: {wall:.1f} s** (limit {LIMIT_S:.0f} s: {'pass' if wall < LIMIT_S else 'FAIL'})",
+        f"- Date: {doc['date']}",
+        f"- Machine: {doc['machine']}",
+        f"- Packages: {doc['packages']}",
+        f"- Input: {doc['rows']:,} synthetic rows ({doc['input_mb']:.0f} MB JSON Lines, two sources); "
+        f"output: {doc['output']['train']:,} train + {doc['output']['eval']:,} eval rows",
+        f"- **Whole build: {wall:.1f} s** (limit {limit:.0f} s: {'pass' if wall < limit else 'FAIL'})",
         "",
         "| stage | seconds |",
         "| --- | --- |",
     ]
-    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in timings.items() if name != "total"]
-    assistant = stats["speech_level"]["assistant"]
-    rewrite = stats["speech_level"]["rewrite"] or {}
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in doc["timings_s"].items()]
     lines += [
         "",
-        f"Rows judged by the assistant speech-level stage: {assistant['judged']:,}; "
-        f"user turns rewritten into 반말: {rewrite.get('turns_rewritten', 0):,}.",
-        END,
+        f"Rows judged by the assistant speech-level stage: {doc['assistant_judged']:,}; "
+        f"user turns rewritten into 반말: {doc['turns_rewritten']:,}.",
     ]
     return "\n".join(lines)
+
+
+def generated_block(root: Path = RESULTS_ROOT / "build_dataset") -> str:
+    """The RESULTS.md block of the newest result under `root` (`<date>_<device>/build_dataset.json`)."""
+    path = newest_result(root, "build_dataset.json")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return f"{BEGIN}\n{render(doc)}\n\nRaw results: `{path.relative_to(REPO)}`.\n{END}"
 
 
 def main() -> None:
@@ -329,9 +361,13 @@ def main() -> None:
     print(
         f"{'whole build':<{width}}  {wall:8.1f} s  ({'under' if wall < LIMIT_S else 'OVER'} the {LIMIT_S:.0f} s limit)"
     )
-    if not args.no_record:
-        write_block(report(args.rows, stats, wall, input_mb), BEGIN, END)
-        print(f"recorded in {RESULTS_MD}")
+    doc = document(args.rows, stats, wall, input_mb)
+    if args.no_record:
+        print(render(doc))
+        return
+    out = write_result(RESULTS_ROOT / "build_dataset" / f"{doc['date']}_cpu" / "build_dataset.json", doc)
+    write_block(generated_block(), BEGIN, END)
+    print(f"recorded in {out.relative_to(REPO)} and {RESULTS_MD.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

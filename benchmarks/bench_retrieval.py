@@ -1,6 +1,6 @@
 """Retrieval: quality on the shipped WMS questions, and indexing/query speed on 10,000 synthetic manual pages.
 
-    python -m benchmarks.bench_retrieval                              # BM25; results into benchmarks/RESULTS.md
+    python -m benchmarks.bench_retrieval                              # BM25, recorded (see below)
     python -m benchmarks.bench_retrieval --embedding-model PATH       # also dense and hybrid quality
     python -m benchmarks.bench_retrieval --embedding-model PATH --model-label "English all-MiniLM-L6-v2"
     python -m benchmarks.bench_retrieval --pages 1000 --no-record
@@ -10,13 +10,16 @@ Quality: data/wms_docs indexed in paragraph chunks (the default --chunk-chars), 
 synthetic Markdown pages of warehouse-manual text (headings, paragraphs of 5-8 sentences, ~1,300 characters, with item codes and
 quantities so that many words are distinct)
 indexed with BM25 (bar: under 300 s for 10,000 pages on 2 cores), then `--queries` queries timed one by one
-(bar: under 50 ms per query). The section between the markers in RESULTS.md is replaced.
+(bar: under 50 ms per query). A recorded run writes `benchmarks/results/retrieval/<date>_cpu/retrieval.json` and
+renders the newest result into its block of RESULTS.md (`python -m benchmarks.report --write` does that for every
+block).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import random
 import statistics
 import sys
@@ -24,7 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, RESULTS_MD, machine, versions, write_block
+from benchmarks.common import (
+    REPO,
+    RESULTS_MD,
+    RESULTS_ROOT,
+    machine,
+    newest_result,
+    versions,
+    write_block,
+    write_result,
+)
 from eeve_sft.retrieval import RetrievalIndex, build_index
 from eeve_sft.retrieval.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP
 from eeve_sft.retrieval.evaluate import evaluate, load_questions
@@ -170,17 +182,32 @@ def package_versions(dense: bool) -> str:
     return versions(names + (("sentence-transformers", "faiss-cpu", "torch", "transformers") if dense else ()))
 
 
-def render(rows: list[dict], sp: dict, embedding_model: str | None) -> str:
+def document(rows: list[dict], sp: dict, embedding_model: str | None) -> dict:
+    """What one run measured, as its result file keeps it."""
+    return {
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "packages": package_versions(embedding_model is not None),
+        "chunk_chars": DEFAULT_CHUNK_CHARS,
+        "embedding_model": embedding_model,
+        "quality": rows,
+        "speed": sp,
+        "bars": {"index_s": INDEX_LIMIT_S, "query_ms": QUERY_LIMIT_MS},
+    }
+
+
+def render(doc: dict) -> str:
+    """The RESULTS.md section of one result file."""
+    rows, sp, bars, embedding_model = doc["quality"], doc["speed"], doc["bars"], doc["embedding_model"]
     bm25 = rows[0]
     quality_pass = bm25["recall@1"] >= 0.9 and bm25["recall@5"] == 1.0
     lines = [
-        BEGIN,
         "## Retrieval (`benchmarks/bench_retrieval.py`)",
         "",
-        f"- Date: {dt.date.today().isoformat()}",
-        f"- Machine: {machine()}",
-        f"- Packages: {package_versions(embedding_model is not None)}",
-        f"- Quality: data/wms_docs (8 documents) in paragraph chunks (--chunk-chars {DEFAULT_CHUNK_CHARS}), "
+        f"- Date: {doc['date']}",
+        f"- Machine: {doc['machine']}",
+        f"- Packages: {doc['packages']}",
+        f"- Quality: data/wms_docs (8 documents) in paragraph chunks (--chunk-chars {doc['chunk_chars']}), "
         f"{bm25['questions']} questions of eval/wms_questions.jsonl; bar for BM25 recall@1 >= 0.9 and "
         f"recall@5 = 1.0: {'pass' if quality_pass else 'FAIL'}"
         + (f"; dense model: {embedding_model}" if embedding_model else "; no embedding model given (BM25 only)"),
@@ -201,17 +228,23 @@ def render(rows: list[dict], sp: dict, embedding_model: str | None) -> str:
             f"words) -> {sp['chunks']:,} chunks"
         ),
         (
-            f"- **BM25 indexing: {sp['index_s']:.1f} s** (bar {INDEX_LIMIT_S:.0f} s: "
-            f"{'pass' if sp['index_s'] < INDEX_LIMIT_S else 'FAIL'}); loading the index: {sp['load_s']:.2f} s"
+            f"- **BM25 indexing: {sp['index_s']:.1f} s** (bar {bars['index_s']:.0f} s: "
+            f"{'pass' if sp['index_s'] < bars['index_s'] else 'FAIL'}); loading the index: {sp['load_s']:.2f} s"
         ),
         (
             f"- **Query: {sp['query_ms_mean']:.1f} ms mean, {sp['query_ms_p95']:.1f} ms p95** over {sp['queries']} queries "
-            f"(top 5, one at a time; bar {QUERY_LIMIT_MS:.0f} ms: "
-            f"{'pass' if sp['query_ms_mean'] < QUERY_LIMIT_MS else 'FAIL'})"
+            f"(top 5, one at a time; bar {bars['query_ms']:.0f} ms: "
+            f"{'pass' if sp['query_ms_mean'] < bars['query_ms'] else 'FAIL'})"
         ),
-        END,
     ]
     return "\n".join(lines)
+
+
+def generated_block(root: Path = RESULTS_ROOT / "retrieval") -> str:
+    """The RESULTS.md block of the newest result under `root` (`<date>_<device>/retrieval.json`)."""
+    path = newest_result(root, "retrieval.json")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return f"{BEGIN}\n{render(doc)}\n\nRaw results: `{path.relative_to(REPO)}`.\n{END}"
 
 
 def main() -> None:
@@ -227,11 +260,12 @@ def main() -> None:
         work = Path(tmp)
         rows = quality(args.embedding_model, work)
         sp = speed(args.pages, args.queries, args.seed, work)
-    section = render(rows, sp, args.embedding_model and (args.model_label or f"`{args.embedding_model}`"))
-    print(section)
+    doc = document(rows, sp, args.embedding_model and (args.model_label or f"`{args.embedding_model}`"))
+    print(render(doc))
     if not args.no_record:
-        write_block(section, BEGIN, END)
-        print(f"recorded in {RESULTS_MD}", file=sys.stderr)
+        out = write_result(RESULTS_ROOT / "retrieval" / f"{doc['date']}_cpu" / "retrieval.json", doc)
+        write_block(generated_block(), BEGIN, END)
+        print(f"recorded in {out.relative_to(REPO)} and {RESULTS_MD.relative_to(REPO)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

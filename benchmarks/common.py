@@ -3,6 +3,7 @@ benchmark module in a child process."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -72,3 +73,31 @@ def write_block(block: str, begin: str, end: str, before: str | None = None, pat
     """Replace one generated block of RESULTS.md (see replace_block); the rest of the file stays as written."""
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
     path.write_text(replace_block(text, block, begin, end, before), encoding="utf-8")
+
+
+def newest_result(root: Path, name: str) -> Path:
+    """The latest `root/<date>_<device>/<name>` (folders sort by date first; a repeat `<stem>.runN` of the same day
+    after the first)."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+
+    def order(path: Path) -> tuple:
+        run = path.stem[len(stem) + len(".run") :]
+        return path.parent.name, int(run) if run.isdigit() else 1
+
+    found = [p for p in Path(root).glob(f"*/{stem}*{suffix}") if p.name == name or p.stem.startswith(f"{stem}.run")]
+    if not found:
+        raise FileNotFoundError(f"no {name} under {root}")
+    return max(found, key=order)
+
+
+def write_result(path: Path, document: dict) -> Path:
+    """Write a result file; where one exists (the same date and device) it is kept and this one numbered after it
+    (`<stem>.run2`, ...). Returns the path written."""
+    path, n = Path(path), 2
+    target = path
+    while target.exists():
+        target = path.with_name(f"{path.stem}.run{n}{path.suffix}")
+        n += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return target

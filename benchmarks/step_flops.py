@@ -16,10 +16,16 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import REPO
+from benchmarks.common import REPO, RESULTS_ROOT
 
 DEFAULT_RECIPE = REPO / "recipes/eeve_banmal.yaml"
 ORDERS = ("last_base_recomputed", "last_base_after_lora")
+ORDER_LABELS = {
+    "last_base_recomputed": "down_proj's base product inside its LoRA node (recomputed in the backward)",
+    "last_base_after_lora": "base product after the adapter, in a node that saves nothing (shipped)",
+}
+RESULTS = RESULTS_ROOT / "step_flops"
+BEGIN, END = "<!-- step_flops: begin -->", "<!-- step_flops: end -->"
 
 
 def _inplace_addmm_flops(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
@@ -73,6 +79,29 @@ def layer_step_flops(tokens: int, tiny: bool = False) -> dict:
         "saved_share": saved / counts["last_base_recomputed"],
         "down_proj_forward_flops": 2 * tokens * config.hidden_size * config.intermediate_size,
     }
+
+
+def generated_block(path: Path = RESULTS / "eeve_layer_2048.json") -> str:
+    """The RESULTS.md block of a stored count: both orders per layer step and per token, and what the shipped one saves."""
+    result = json.loads(Path(path).read_text(encoding="utf-8"))
+    tokens = result["tokens"]
+    lines = [BEGIN, "| fused order | GFLOP per layer step | MFLOP per token |", "|---|---:|---:|"]
+    lines += [
+        f"| {ORDER_LABELS[order]} | {flops / 1e9:,.1f} | {flops / tokens / 1e6:,.1f} |"
+        for order, flops in result["flops"].items()
+    ]
+    whole = (
+        " exactly the down projection's forward product,"
+        if result["saved_flops"] == result["down_proj_forward_flops"]
+        else ""
+    )
+    lines += [
+        "",
+        f"- Saved: {result['saved_flops'] / 1e9:,.1f} GFLOP,{whole} **{100 * result['saved_share']:.1f}% of the layer's "
+        f"step** ({tokens:,} tokens; raw results: `{Path(path).resolve().relative_to(REPO)}`).",
+        END,
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
