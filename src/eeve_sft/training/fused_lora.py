@@ -72,9 +72,8 @@ def _masked_scale(t: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor
 class FusedLoraFunction(torch.autograd.Function):
     """``base(x) + scaling * B(A(dropout(x)))`` with one saved mask and the scale and sums inside the products."""
 
-    # Everything runs on (tokens, features) matrices and the in-place sums go into fresh matrices, not views (so no
-    # copy-back of a view's base under torch.compile; the compiled layers' device copies measured on 2026-12-02
-    # stayed, so those come from elsewhere).
+    # Everything runs on (tokens, features) matrices and the in-place sums go into fresh matrices, not views, so that
+    # torch.compile has no view's base to copy back.
     # With `with_base` false the forward returns the adapter's term alone (for _AddBaseProduct to add the base product
     # to); the backward is the same either way and includes the base's input gradient.
     @staticmethod
