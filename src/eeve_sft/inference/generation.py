@@ -41,7 +41,7 @@ from ..errors import UserError
 
 CACHE_BUCKET = 64  # cache lengths are multiples of this plus max_new_tokens: prompts of similar length share a graph
 MAX_AUTO_BATCH = 256  # beyond this the attention over the cache outgrows what a wider batch saves
-CPU_BATCH = 8  # without a GPU there is no memory to size from; 8 was the project's fixed default
+CPU_BATCH = 8  # without a GPU there is no memory to size the batch from: a fixed, small width
 MEMORY_SHARE = 0.7  # of the free GPU memory, for the KV cache and the prefill activations of one batch
 
 _notes_printed: set[str] = set()
@@ -52,9 +52,10 @@ GQA_DECODE_ATTENTION = "sdpa_gqa_decode"
 def sdpa_gqa_decode(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """transformers' SDPA attention, except that a one-token query (a decoding step) attends to the KV heads in
     place: its query heads are grouped per KV head, as transformers itself does outside torch.compile, instead
-    of repeating the whole static cache for every query head (EEVE: 4x) on every step.
+    of repeating the whole static cache for every query head of its group on every step.
 
-    Measured on an H200 at batch 64 (benchmarks/RESULTS.md), the repeat was the largest kernel of a compiled step.
+    The repeat copies the whole cache at every step, which a decoding step otherwise only reads (the generation
+    benchmark's profile is in benchmarks/RESULTS.md).
     """
     groups = getattr(module, "num_key_value_groups", 1)
     mask = attention_mask
@@ -113,7 +114,7 @@ def decode_plan(model) -> DecodePlan:
         )
     quantizer = getattr(_transformers_model(model), "hf_quantizer", None)
     if quantizer is not None and not quantizer.is_compileable:
-        # Measured on an H200 (benchmarks/RESULTS.md): uncompiled, the static cache is slower than the dynamic one.
+        # Uncompiled, the static cache decodes slower than the dynamic one (figures in benchmarks/RESULTS.md).
         return DecodePlan(
             False,
             static=False,
