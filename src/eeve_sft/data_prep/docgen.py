@@ -62,7 +62,8 @@ class DocGenConfig:
     max_question_chars: int = field(default=200, metadata=limits(low=1))
     min_answer_chars: int = field(default=15, metadata=limits(low=1))
     max_answer_chars: int = field(default=1500, metadata=limits(low=1))
-    # None: as many prompts at once as GPU memory holds (generate_batch's automatic size); 8 would run ~7x slower
+    # None: as many prompts at once as GPU memory holds (generate_batch's automatic size), since a decoding step
+    # costs about as much for a few rows as for many (benchmarks/RESULTS.md)
     batch_size: int | None = field(default=None, metadata=limits(low=1))
     question_max_new_tokens: int = field(default=256, metadata=limits(low=1))
     answer_max_new_tokens: int = field(default=512, metadata=limits(low=1))
