@@ -56,7 +56,7 @@ USER = {"role": "user", "content": "뭐 해?"}
             '{"id": "a", "messages": [{"role": "user", "content": "뭐 해?"}]}\n{"id": "b", "messages": [\n',
             "line 2: not valid JSON",
         ),
-        ('["a", "b"]\n', "line 1: a row must be a JSON object"),
+        ('["a", "b"]\n', "line 1: expected a JSON object, got an array"),
         (json.dumps({"id": None, "messages": [USER]}), "line 1: 'id' must be"),
         (
             json.dumps({"id": "2", "messages": [USER]}) + "\n" + json.dumps({"messages": [USER]}),
@@ -64,8 +64,12 @@ USER = {"role": "user", "content": "뭐 해?"}
         ),  # a default id (the line number) collides with a given one
         (json.dumps({"id": "a", "category": "x"}), "line 1: 'messages' must be a non-empty list"),
         (
-            json.dumps({"id": "a", "messages": [USER, {"role": "assistant", "content": "네."}]}),
+            json.dumps({"id": "a", "messages": [USER, {"role": "system", "content": "존댓말로."}]}),
             "line 1: the last message must be a user turn",
+        ),
+        (
+            json.dumps({"id": "a", "messages": [USER, {"role": "assistant", "content": " "}]}),
+            "line 1: as a training row: message 1 \\(assistant\\) has empty",
         ),
         (json.dumps({"id": "a", "messages": [{"role": "user", "content": "  "}]}), "empty or non-text content"),
         (json.dumps({"id": "a", "messages": [{"role": "bot", "content": "hi"}]}), "role 'bot'"),
@@ -102,6 +106,16 @@ def test_prompts_without_ids_and_plain_text_files(tmp_path):
     broken.write_text(json.dumps({"messages": [USER]}) + "\n{not json\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"broken.jsonl line 2: not valid JSON"):
         load_prompts(broken)
+
+
+def test_training_rows_are_prompts_without_their_answer():
+    """An eval split in the training format is a prompt file: each row's final assistant answer is left out."""
+    demo_eval = REPO / "data" / "demo" / "eval.jsonl"
+    rows = [json.loads(line) for line in demo_eval.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = load_prompts(demo_eval)
+    assert len(prompts) == len(rows)
+    assert [p.messages for p in prompts] == [row["messages"][:-1] for row in rows]
+    assert all(p.messages[-1]["role"] == "user" for p in prompts)
 
 
 def test_scores_count_every_label_category_and_cut_off_answer():
