@@ -37,26 +37,30 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     user opens in an editor, not a parser's 0-based row index.
     """
     path = Path(path)
+    for number, raw in _numbered_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path} line {number}: not UTF-8 text (byte {err.start + 1})") from None
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise UserError(f"{path} line {number}: not valid JSON (nested too deep)") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {number}: expected a JSON object, got {_json_kind(row)}")
+        yield number, row
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     try:
-        handle = open(path, "rb")
+        with open(path, "rb") as handle:
+            yield from enumerate(handle, start=1)
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror}") from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise UserError(f"{path} line {number}: not UTF-8 text (byte {err.start + 1})") from None
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as err:
-                detail = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else "nested too deep"
-                raise UserError(f"{path} line {number}: not valid JSON ({detail})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path} line {number}: expected a JSON object, got {_json_kind(row)}")
-            yield number, row
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
