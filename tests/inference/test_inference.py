@@ -194,6 +194,17 @@ def test_chat_cli_bad_input(capsys, tmp_path, adapter):
     missing = str(tmp_path / "outputs" / "run" / "final")
     line = cli_error(capsys, "chat", ["--model-path", missing, "--prompt", "x"])
     assert line == f"error: model path not found: {missing}"
+    run = tmp_path / "run"  # a training run's folder given for its adapter
+    (run / "checkpoint-4").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("lora_r: 8\n", encoding="utf-8")
+    line = cli_error(capsys, "chat", ["--model-path", str(run), "--prompt", "x"])
+    assert line.endswith(f"it is a training run's folder: pass {run / 'checkpoint-4'}")
+    (run / "final").mkdir()
+    line = cli_error(capsys, "chat", ["--model-path", str(run), "--prompt", "x"])
+    assert line == (
+        f"error: {run} is not a model or adapter: it has no adapter_config.json or config.json; "
+        f"it is a training run's folder: pass {run / 'final'}"
+    )
 
     orphan = tmp_path / "orphan"
     orphan.mkdir()
