@@ -12,7 +12,6 @@ PATH is a base model, an adapter or a merged model (as for scripts/chat.py). Wri
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from eeve_sft.errors import one_line_usage_errors, run_cli
@@ -23,12 +22,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("index_dir", help="index folder written by data_prep/index_docs.py")
     parser.add_argument("--model-path", required=True, help="base model, adapter or merged model")
     parser.add_argument("--output", required=True, help="output folder (train.jsonl, stats.json, data_card.md)")
-    parser.add_argument("--questions-per-chunk", type=int)
+    parser.add_argument(
+        "--questions-per-chunk",
+        type=int,
+        help="questions the model writes about each chunk, each then answered from retrieved passages (default 2)",
+    )
     parser.add_argument("--limit", type=int, help="use only the first N chunks")
     parser.add_argument("--banmal-share", type=float, help="share of questions rewritten into 반말 (default 0.5)")
     parser.add_argument("--top-k", type=int, help="passages retrieved per question (default 3)")
     parser.add_argument(
-        "--batch-size", type=int, help="generation batch size (default: automatic, from free GPU memory)"
+        "--batch-size",
+        type=int,
+        help="prompts generated together (default: automatic, as many as free GPU memory holds; 8 on a CPU)",
     )
     parser.add_argument("--config", help="YAML file of generation settings (eeve_sft.data_prep.docgen.DocGenConfig)")
     parser.add_argument("--seed", type=int)
@@ -71,11 +76,6 @@ def main(argv: list[str] | None = None) -> None:
         f"wrote {counts['rows']} rows ({counts['banmal_questions']} with 반말 questions) from {counts['chunks']} "
         f"chunks to {result.output_dir}"
     )
-    if not counts["rows"]:
-        print(
-            "warning: no generated row passed the filters; see stats.json and data_card.md for the reasons",
-            file=sys.stderr,
-        )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@
 
 PATH is an adapter (OUTPUT_DIR/final, OUTPUT_DIR/checkpoint-N), a merged model, a Hub id, or the word
 `base` for the base model of the adapters given. Decoding is greedy unless --sample. --recipe adds the
-mean token loss on that recipe's eval split. Writes eval.json and eval.md to --output (default: the run
-directory's eval/ when every model comes from one run, else outputs/eval).
+mean token loss on that recipe's eval split. Writes NAME.json and NAME.md to --output (default: the run
+directory's eval/ when every model comes from one run, else outputs/eval), NAME being
+eval_<prompts file>_<N>p_<digest of prompts, models and settings>: every evaluation keeps its own files, and
+scripts/compare.py picks the one whose prompt set every run was evaluated on.
 """
 
 import argparse
@@ -36,7 +38,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help='prompts: JSONL rows {"messages": [...]} (id, category optional) or a '
         ".txt file, one prompt per line (default eval/prompts_banmal.jsonl)",
     )
-    parser.add_argument("--output", help="directory for eval.json and eval.md")
+    parser.add_argument("--output", help="directory for the evaluation's .json and .md files")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an evaluation of the same prompts, models and settings"
+    )
     parser.add_argument(
         "--batch-size",
         default="auto",
@@ -97,7 +102,7 @@ def main(argv: list[str]) -> None:
         lm_eval_include=args.lm_eval_include,
         lm_eval_limit=args.lm_eval_limit,
     )
-    output = run_evaluation(
+    written = run_evaluation(
         args.model_path,
         args.prompts,
         args.output,
@@ -105,9 +110,11 @@ def main(argv: list[str]) -> None:
         args.recipe,
         loss_limit=args.loss_limit,
         prompt_limit=args.limit,
+        overwrite=args.overwrite,
     )
-    print((output / "eval.md").read_text(encoding="utf-8").split("## 존댓말 rate per category")[0].rstrip())
-    print(f"\nwritten: {output / 'eval.json'}, {output / 'eval.md'}")
+    markdown = written.with_suffix(".md")
+    print(markdown.read_text(encoding="utf-8").split("## 존댓말 rate per category")[0].rstrip())
+    print(f"\nwritten: {written}, {markdown}")
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def cli_error(capsys, script: str, argv: list[str]) -> str:
 
 # --------------------------------------------------------------------------- data build
 
-FIXTURES = Path(__file__).resolve().parent / "data" / "dataprep"
+FIXTURES = REPO / "data_prep" / "example_sources"  # the sources of data_prep/mixes/local_example.yaml
 _SENTENCE_END = re.compile(r"[.?!\n]+")
 _POLITE_ENDINGS = ("요", "니다", "니까", "시오")
 _TO_BANMAL = (

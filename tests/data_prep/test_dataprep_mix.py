@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from eeve_sft.data_prep.mix import load_mix
 from eeve_sft.errors import UserError
@@ -61,6 +62,12 @@ def test_shipped_mixes_load():
     assert full.sample.size == 100_000
     example = load_mix(REPO / "data_prep" / "mixes" / "local_example.yaml")
     assert all(Path(str(s.path)).is_file() for s in example.sources)
+    # A shipped example reads shipped data, never the test suite's files (a user's copy may have no tests/).
+    for mix_file in (REPO / "data_prep" / "mixes").glob("*.yaml"):
+        for source in yaml.safe_load(mix_file.read_text(encoding="utf-8"))["sources"]:
+            if "path" in source:
+                resolved = (mix_file.parent / source["path"]).resolve()
+                assert (REPO / "tests") not in resolved.parents, (mix_file, source["path"])
 
 
 def test_unknown_top_level_key_suggests_the_closest(tmp_path):

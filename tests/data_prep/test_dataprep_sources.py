@@ -106,6 +106,23 @@ def test_missing_messages_column_is_caught_too():
         check_columns(load_source(spec, seed=0))
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "is empty: it holds no rows"),
+        ("\n\n", "is empty: it holds no rows"),
+        ("{oops\n[1]\n", "none of its 2 rows has a column to read (line 1: invalid_json)"),
+        ("{}\n", "none of its 1 rows has a column to read"),
+    ],
+)
+def test_an_empty_or_unreadable_source_says_so_instead_of_naming_no_columns(tmp_path, text, message):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        check_columns(load_source(source(path, "jsonl"), seed=0))
+    assert str(caught.value) == f"source 's' ({path}): {message}".replace("): is empty", ") is empty")
+
+
 def test_hub_source_goes_through_load_dataset_with_its_settings(monkeypatch):
     import datasets
 

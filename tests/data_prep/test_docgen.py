@@ -20,7 +20,7 @@ from eeve_sft.data_prep.docgen import (
 from eeve_sft.errors import UserError
 from eeve_sft.inference.loading import GenerationResult
 from eeve_sft.retrieval import Hit, RetrievalIndex, build_index, format_context
-from helpers import DEMO_MODEL, REPO, run_script
+from helpers import DEMO_MODEL, REPO, error_line, run_script
 
 DOCS = REPO / "data" / "wms_docs"
 
@@ -178,7 +178,9 @@ def test_generated_rows_are_a_mix_source(tmp_path, wms_index):
     assert result.stats["output"]["train"] + sum(removed.get("dedup", {}).values()) == len(generated) > 0
 
 
-def test_demo_model_end_to_end(tmp_path, wms_index):
+def test_demo_model_end_to_end_keeps_no_row_and_writes_nothing(tmp_path, wms_index):
+    """The random demo model writes gibberish: every question it produced is accounted for by a filter in the
+    one error line, and no empty dataset is left behind for a recipe to train on."""
     config = tmp_path / "fast.yaml"
     config.write_text("question_max_new_tokens: 24\nanswer_max_new_tokens: 24\nbatch_size: 4\n", encoding="utf-8")
     result = run_script(
@@ -197,16 +199,33 @@ def test_demo_model_end_to_end(tmp_path, wms_index):
         "cpu",
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    stats = json.loads((tmp_path / "out" / "stats.json").read_text(encoding="utf-8"))
-    assert stats["counts"]["chunks"] == 3 and stats["model"] == str(DEMO_MODEL)
-    # The random model writes gibberish: the filters must account for every question it produced.
-    removed = sum(sum(r.values()) for stage, r in stats["stages"]["removed"].items() if stage == "answers")
-    assert stats["counts"]["questions"] == removed + stats["counts"]["rows"]
-    assert 0 < stats["generated_tokens"]["question"] <= 3 * 24
-    lines = (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == stats["counts"]["rows"]
-    assert (tmp_path / "out" / "data_card.md").is_file()
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = error_line(result)
+    match = re.fullmatch(
+        r"error: no generated row passed the filters \(3 chunks, (\d+) questions kept\); removed: (.+); "
+        rf"nothing written to {re.escape(str(tmp_path / 'out'))}",
+        line,
+    )
+    assert match, line
+    answers = re.search(r"answers: ([^;]+)", match.group(2))
+    removed = sum(int(n) for n in re.findall(r" (\d+)", answers.group(1))) if answers else 0
+    assert removed == int(match.group(1))  # every question kept was removed by one answer filter
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_no_row_kept_is_an_error_naming_each_filter(tmp_path, wms_index):
+    def banmal_only(conversations, sampling):  # the same two questions for every chunk, every answer in 반말
+        answering = conversations[0][0]["content"] == ANSWER_SYSTEM
+        text = "그건 문서에 나와 있어. 알아서 해." if answering else "1. 입고는 어떻게 하나요?\n2. 도크는 몇 번이에요?"
+        return [GenerationResult(text, True, 9)] * len(conversations)
+
+    with pytest.raises(UserError) as raised:
+        generate_from_docs(wms_index, banmal_only, DocGenConfig(), tmp_path / "out", limit=2)
+    assert str(raised.value) == (
+        "no generated row passed the filters (2 chunks, 2 questions kept); removed: questions: duplicate_question 2; "
+        f"answers: answer_banmal 2; nothing written to {tmp_path / 'out'}"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

@@ -82,26 +82,58 @@ def test_running_run_without_summary_uses_its_logs(tmp_path):
     assert "`still_running` has no summary.json" in report
 
 
-def test_rates_on_different_prompt_sets_are_flagged_in_one_line(tmp_path):
+def _evaluation_on(source, target, rate, prompt_set=None, prompts_file=None, num_prompts=None):
+    """`source`'s evaluation document with another rate (and another prompt set when given), written to `target`."""
+    document = json.loads(source.read_text(encoding="utf-8"))
+    if prompt_set:
+        document.update(prompt_set=prompt_set, prompts_file=prompts_file, num_prompts=num_prompts)
+    for model in document["models"]:
+        model.update(num_prompts=document["num_prompts"], polite_rate=rate)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(document), encoding="utf-8")
+
+
+def test_rates_on_different_prompt_sets_are_not_set_side_by_side(tmp_path):
     run_b = tmp_path / RUN_B.name  # its eval.json names the models by the run's directory
     shutil.copytree(RUN_B, run_b)
-    document = json.loads((run_b / "eval.json").read_text(encoding="utf-8"))
-    document["prompt_set"], document["prompts_file"] = "0123abcd4567", "mine.txt"
-    for model in document["models"]:
-        model["num_prompts"] = 12
-    (run_b / "eval.json").write_text(json.dumps(document), encoding="utf-8")
+    _evaluation_on(run_b / "eval.json", run_b / "eval.json", 0.5, "0123abcd4567", "mine.txt", 12)
     report = (compare_runs([RUN_A, run_b], tmp_path / "out") / "compare.md").read_text(encoding="utf-8")
-    assert "| 존댓말 rate measured on (prompts) | 40 | 12 |" in report
-    flagged = [line for line in report.splitlines() if "different prompt sets" in line]
+    assert "| 존댓말 rate | — | — |" in report and "| 존댓말 rate measured on (prompts) | — | — |" in report
+    flagged = [line for line in report.splitlines() if "No prompt set" in line]
     assert flagged == [
-        (
-            "- The 존댓말 rates were measured on different prompt sets (`r16_lr1e-4`: "
-            "eval/prompts_banmal.jsonl, 40 prompts; `r64_lr2e-4_packing`: mine.txt, 12 prompts): "
-            "they are not directly comparable."
-        )
+        "- No prompt set was evaluated for every run (`r16_lr1e-4`: eval/prompts_banmal.jsonl, 40 prompts; "
+        "`r64_lr2e-4_packing`: mine.txt, 12 prompts): 존댓말 rates on different prompts are not compared. "
+        "Evaluate each run on the same prompts (scripts/evaluate.py --prompts)."
     ]
     table = json.loads((tmp_path / "out" / "compare.json").read_text(encoding="utf-8"))
-    assert [r["polite_prompts"] for r in table["runs"]] == [40, 12]
+    assert [r["polite_rate"] for r in table["runs"]] == [None, None]
+
+
+def test_the_evaluation_on_the_prompt_set_every_run_has_is_picked(tmp_path):
+    """A later, smaller evaluation of one run does not displace the set both runs were evaluated on."""
+    run_a, run_b = tmp_path / RUN_A.name, tmp_path / RUN_B.name
+    shutil.copytree(RUN_A, run_a)
+    shutil.copytree(RUN_B, run_b)
+    full_a = run_a / "eval" / "eval.json"
+    _evaluation_on(full_a, run_a / "eval" / "eval_mine_12p_aaaa.json", 0.5, "0123abcd4567", "mine.txt", 12)
+    table = json.loads((compare_runs([run_a, run_b], tmp_path / "one") / "compare.json").read_text(encoding="utf-8"))
+    assert [(r["polite_rate"], r["polite_prompts"]) for r in table["runs"]] == [(0.925, 40), (0.975, 40)]
+    assert table["runs"][0]["polite_evaluation"] == str(full_a)
+    assert table["polite_rate_note"] == (
+        f"존댓말 rates on one prompt set, eval/prompts_banmal.jsonl, 40 prompts: `r16_lr1e-4` from {full_a}; "
+        f"`r64_lr2e-4_packing` from {run_b / 'eval.json'}"
+    )
+    # Both runs on both sets: the larger set; a newer evaluation on it replaces the older one in the report.
+    mine_b = run_b / "eval" / "eval_mine_12p_bbbb.json"
+    _evaluation_on(run_a / "eval" / "eval_mine_12p_aaaa.json", mine_b, 0.25)
+    for model in (doc := json.loads(mine_b.read_text(encoding="utf-8")))["models"]:
+        model["model_path"] = model["model_path"].replace(RUN_A.name, RUN_B.name)  # run B's own models
+    mine_b.write_text(json.dumps(doc), encoding="utf-8")
+    newer = run_a / "eval" / "eval_prompts_banmal_40p_cccc.json"
+    _evaluation_on(full_a, newer, 0.8)
+    table = json.loads((compare_runs([run_a, run_b], tmp_path / "two") / "compare.json").read_text(encoding="utf-8"))
+    assert [(r["polite_rate"], r["polite_prompts"]) for r in table["runs"]] == [(0.8, 40), (0.975, 40)]
+    assert table["runs"][0]["polite_evaluation"] == str(newer)
 
 
 def test_same_recipes_and_missing_keys():

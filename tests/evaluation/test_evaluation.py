@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -56,7 +57,7 @@ USER = {"role": "user", "content": "뭐 해?"}
             '{"id": "a", "messages": [{"role": "user", "content": "뭐 해?"}]}\n{"id": "b", "messages": [\n',
             "line 2: not valid JSON",
         ),
-        ('["a", "b"]\n', "line 1: a row must be a JSON object"),
+        ('["a", "b"]\n', "line 1: expected a JSON object, got an array"),
         (json.dumps({"id": None, "messages": [USER]}), "line 1: 'id' must be"),
         (
             json.dumps({"id": "2", "messages": [USER]}) + "\n" + json.dumps({"messages": [USER]}),
@@ -64,8 +65,12 @@ USER = {"role": "user", "content": "뭐 해?"}
         ),  # a default id (the line number) collides with a given one
         (json.dumps({"id": "a", "category": "x"}), "line 1: 'messages' must be a non-empty list"),
         (
-            json.dumps({"id": "a", "messages": [USER, {"role": "assistant", "content": "네."}]}),
+            json.dumps({"id": "a", "messages": [USER, {"role": "system", "content": "존댓말로."}]}),
             "line 1: the last message must be a user turn",
+        ),
+        (
+            json.dumps({"id": "a", "messages": [USER, {"role": "assistant", "content": " "}]}),
+            "line 1: as a training row: message 1 \\(assistant\\) has empty",
         ),
         (json.dumps({"id": "a", "messages": [{"role": "user", "content": "  "}]}), "empty or non-text content"),
         (json.dumps({"id": "a", "messages": [{"role": "bot", "content": "hi"}]}), "role 'bot'"),
@@ -102,6 +107,16 @@ def test_prompts_without_ids_and_plain_text_files(tmp_path):
     broken.write_text(json.dumps({"messages": [USER]}) + "\n{not json\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"broken.jsonl line 2: not valid JSON"):
         load_prompts(broken)
+
+
+def test_training_rows_are_prompts_without_their_answer():
+    """An eval split in the training format is a prompt file: each row's final assistant answer is left out."""
+    demo_eval = REPO / "data" / "demo" / "eval.jsonl"
+    rows = [json.loads(line) for line in demo_eval.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = load_prompts(demo_eval)
+    assert len(prompts) == len(rows)
+    assert [p.messages for p in prompts] == [row["messages"][:-1] for row in rows]
+    assert all(p.messages[-1]["role"] == "user" for p in prompts)
 
 
 def test_scores_count_every_label_category_and_cut_off_answer():
@@ -200,8 +215,9 @@ def test_results_go_to_the_runs_eval_dir_by_default(tmp_path):
 
 
 def test_run_evaluation_writes_json_and_markdown(adapter, tmp_path):
-    out = run_evaluation(["base", str(adapter)], PROMPTS, tmp_path / "ev", FAST)
-    document = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    written = run_evaluation(["base", str(adapter)], PROMPTS, tmp_path / "ev", FAST)
+    assert re.fullmatch(r"eval_prompts_small_5p_[0-9a-f]{8}\.json", written.name) and written.parent == tmp_path / "ev"
+    document = json.loads(written.read_text(encoding="utf-8"))
     assert document["num_prompts"] == 5 and document["generation"]["do_sample"] is False
     assert document["prompt_set"] == prompt_sets.prompt_set_id(load_prompts(PROMPTS))
     base, tuned = document["models"]
@@ -212,12 +228,32 @@ def test_run_evaluation_writes_json_and_markdown(adapter, tmp_path):
         assert model["polite_rate"] == model["counts"]["polite"] / 5
         assert model["length_limit_hits"] == sum(not a["stopped_on_eos"] for a in model["answers"])
         assert model["eval_loss"] is None
-    report = (out / "eval.md").read_text(encoding="utf-8")
+    report = written.with_suffix(".md").read_text(encoding="utf-8")
     assert "| model | 존댓말 rate | prompts |" in report and f"| {tuned['name']} |" in report
     assert all(m["num_prompts"] == 5 for m in document["models"])
     assert f"| {tuned['name']} | {100 * tuned['polite_rate']:.1f}% | 5 |" in report  # the rate with its count
     assert "## 존댓말 rate per category" in report and "| multiturn | 1 |" in report
     assert "## Sample answers" in report
+
+
+def test_every_evaluation_keeps_its_own_files(adapter, tmp_path):
+    """A second evaluation on fewer prompts or other settings is written beside the first, never over it; the
+    same evaluation again is refused before any model loads, unless asked to replace it."""
+    out = tmp_path / "ev"
+    first = run_evaluation([str(adapter)], PROMPTS, out, FAST)
+    before = first.read_bytes()
+    limited = run_evaluation([str(adapter)], PROMPTS, out, FAST, prompt_limit=2)
+    longer = EvalSettings(sampling=SamplingConfig(max_new_tokens=4, do_sample=False, repetition_penalty=1.0))
+    other_settings = run_evaluation([str(adapter)], PROMPTS, out, longer, prompt_limit=2)
+    assert len({first, limited, other_settings}) == 3 and first.read_bytes() == before
+    assert limited.name.startswith("eval_prompts_small_2p_")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        n for f in (first, limited, other_settings) for n in (f.name, f.with_suffix(".md").name)
+    )
+    with pytest.raises(UserError, match=rf"{re.escape(str(first))} already holds this evaluation .*--overwrite"):
+        run_evaluation([str(adapter)], PROMPTS, out, FAST)
+    assert first.read_bytes() == before
+    assert run_evaluation([str(adapter)], PROMPTS, out, FAST, overwrite=True) == first
 
 
 def test_markdown_escapes_answers_and_marks_cut_offs():
@@ -278,7 +314,9 @@ def test_evaluate_cli_side_by_side_with_eval_loss(demo_run, tmp_path):
         str(tmp_path),
     )
     assert result.returncode == 0, result.stderr
-    document = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
+    (written,) = tmp_path.glob("eval_prompts_small_5p_*.json")
+    assert f"written: {written}, {written.with_suffix('.md')}" in result.stdout
+    document = json.loads(written.read_text(encoding="utf-8"))
     names = [m["name"] for m in document["models"]]
     assert names == ["assets/demo-model", f"run/{checkpoint.name}", "run/final"]
     assert all(isinstance(m["eval_loss"], float) and m["eval_loss_tokens"] > 0 for m in document["models"])

@@ -144,7 +144,7 @@ def test_model_card_from_the_training_run(demo_run, tmp_path):
 def test_card_for_an_adapter_outside_a_run(adapter):
     card = render_model_card(adapter, "assets/demo-model")
     assert "The adapter's training run was not found." in card
-    assert "No eval.json was found" in card
+    assert "No evaluation was found in the training run" in card
 
 
 def test_push_uploads_the_folder_with_a_card_naming_the_repo(adapter, tmp_path):

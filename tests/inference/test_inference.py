@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -104,7 +105,8 @@ def test_sampling_is_reproducible_with_a_seed(loaded):
     sampled = [generate(model, tokenizer, QUESTIONS[0], max_new_tokens=12, seed=7, temperature=1.5) for _ in range(2)]
     assert sampled[0] == sampled[1]
     config = SamplingConfig(do_sample=False).generation_config(tokenizer)
-    assert not config.do_sample and config.temperature is None  # greedy carries no sampling knobs
+    # greedy states the values under which sampling settings do nothing, so no saved default is merged in
+    assert not config.do_sample and (config.temperature, config.top_p, config.top_k) == (1.0, 1.0, 50)
     defaults = SamplingConfig().generation_config(tokenizer)
     assert (
         defaults.temperature,
@@ -186,6 +188,27 @@ def test_chat_cli_answers_one_prompt(demo_run):
     assert result.stdout == expected + "\n"
 
 
+def test_greedy_on_a_merged_model_does_not_warn_about_its_sampling_defaults(tmp_path):
+    """A merged model saves the chat's sampling defaults (temperature 0.7, top-p 0.9) in generation_config.json;
+    greedy decoding must neither use them nor draw transformers' warning that they are ignored."""
+    from transformers import AutoTokenizer
+
+    from eeve_sft.inference.export import merged_generation_config
+
+    merged = tmp_path / "merged"
+    shutil.copytree(DEMO_MODEL, merged)
+    merged_generation_config(AutoTokenizer.from_pretrained(merged)).save_pretrained(merged)
+    assert json.loads((merged / "generation_config.json").read_text())["temperature"] == 0.7
+    model, tokenizer = load_for_inference(DEMO_MODEL, device="cpu")
+    question = [{"role": "user", "content": "밥 먹었어?"}]
+    expected = generate(model, tokenizer, question, max_new_tokens=6, do_sample=False)
+    args = ("--prompt", "밥 먹었어?", "--greedy", "--max-new-tokens", "6")
+    result = run_script(sys.executable, "scripts/chat.py", "--model-path", str(merged), *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected + "\n"
+    assert "temperature" not in result.stderr and "top_p" not in result.stderr, result.stderr
+
+
 def test_chat_cli_bad_input(capsys, tmp_path, adapter):
     not_a_model = tmp_path / "notes"
     not_a_model.mkdir()
@@ -194,6 +217,17 @@ def test_chat_cli_bad_input(capsys, tmp_path, adapter):
     missing = str(tmp_path / "outputs" / "run" / "final")
     line = cli_error(capsys, "chat", ["--model-path", missing, "--prompt", "x"])
     assert line == f"error: model path not found: {missing}"
+    run = tmp_path / "run"  # a training run's folder given for its adapter
+    (run / "checkpoint-4").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("lora_r: 8\n", encoding="utf-8")
+    line = cli_error(capsys, "chat", ["--model-path", str(run), "--prompt", "x"])
+    assert line.endswith(f"it is a training run's folder: pass {run / 'checkpoint-4'}")
+    (run / "final").mkdir()
+    line = cli_error(capsys, "chat", ["--model-path", str(run), "--prompt", "x"])
+    assert line == (
+        f"error: {run} is not a model or adapter: it has no adapter_config.json or config.json; "
+        f"it is a training run's folder: pass {run / 'final'}"
+    )
 
     orphan = tmp_path / "orphan"
     orphan.mkdir()

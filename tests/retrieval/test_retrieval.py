@@ -109,6 +109,14 @@ def test_bm25_meets_the_recall_bar_on_the_shipped_questions(wms_index):
     assert report["recall@5"] == 1.0, report
 
 
+def test_a_malformed_question_line_is_named_by_its_line(tmp_path):
+    path = tmp_path / "questions.jsonl"
+    row = {"query": "도크는?", "source": "inbound.md", "passage": "5번 도크"}
+    path.write_text(f"{json.dumps(row, ensure_ascii=False)}\n\n{{oops\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"questions.jsonl line 3: not valid JSON"):
+        load_questions(path)
+
+
 def test_index_is_byte_identical_when_rebuilt(tmp_path, tiny_embedder):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):

@@ -55,7 +55,37 @@ def test_a_missing_file_and_a_wrong_suffix_are_named(tmp_path):
 
 def test_an_unreadable_jsonl_file_is_one_error(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"messages": [\n', encoding="utf-8")
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(UserError, match=r"train.jsonl line 1: not valid JSON"):
+        load_splits(str(tmp_path))
+
+
+def test_a_malformed_line_is_named_by_its_file_and_line_once(tmp_path, capfd, caplog):
+    """Line 4 (after a blank line 2) is line 4, not the parser's row 3, and no library error comes before it."""
+    rows = tmp_path / "train.jsonl"
+    rows.write_text(f"{json.dumps(ROW)}\n\n{json.dumps(ROW)}\n{{broken\n", encoding="utf-8")
+    with pytest.raises(UserError) as raised:
+        load_splits(str(rows))
+    assert str(raised.value).startswith(f"{rows} line 4: not valid JSON")
+    logged = capfd.readouterr().err + caplog.text
+    assert "Failed to load JSON" not in logged and "row 3" not in logged
+    rows.write_text(f"{json.dumps(ROW)}\n[1, 2]\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"train.jsonl line 2: expected a JSON object, got an array"):
+        load_splits(str(rows))
+
+
+@pytest.mark.parametrize("script", ["scripts/sft.py", "scripts/preview_data.py"])
+def test_an_empty_split_file_is_one_line_naming_it(tmp_path, script):
+    write_rows(tmp_path / "train.jsonl", 3)
+    (tmp_path / "eval.jsonl").write_text("\n", encoding="utf-8")
+    extra = ["--check"] if script.endswith("sft.py") else ["--split", "eval"]
+    result = run_script(
+        sys.executable, script, str(REPO / "recipes/demo_cpu.yaml"), "--dataset_name", str(tmp_path), *extra
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert error_line(result) == f"error: {tmp_path / 'eval.jsonl'} is empty: split 'eval' has no rows"
+    (tmp_path / "eval.jsonl").unlink()
+    (tmp_path / "train.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(UserError, match=r"train.jsonl is empty: split 'train' has no rows"):
         load_splits(str(tmp_path))
 
 

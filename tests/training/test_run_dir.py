@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
+
+from eeve_sft.errors import UserError
 from eeve_sft.training.run_dir import RunDir
 
 
@@ -34,14 +38,25 @@ def test_a_relative_path_is_found_through_the_runs_parents(tmp_path, monkeypatch
     assert run.find_near("data/missing") is None
 
 
-def test_the_evaluation_cited_is_the_one_in_eval(tmp_path):
+def test_every_evaluation_is_found_and_the_fullest_is_cited(tmp_path):
     run = RunDir(tmp_path)
+    assert run.evaluations() == [] and run.evaluation() is None
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval.json").write_text(json.dumps({"models": [{"name": "top"}]}), encoding="utf-8")
-    assert run.evaluation()["models"][0]["name"] == "top"
-    (tmp_path / "eval" / "eval.json").write_text(json.dumps({"models": [{"name": "eval/"}]}), encoding="utf-8")
-    assert run.eval_file() == tmp_path / "eval" / "eval.json"
-    assert run.evaluation()["models"][0]["name"] == "eval/"
+
+    def evaluation(path, name, prompts, age):
+        path.write_text(json.dumps({"num_prompts": prompts, "models": [{"name": name}]}), encoding="utf-8")
+        os.utime(path, (age, age))
+
+    evaluation(tmp_path / "eval.json", "top", 8, 1_000)  # where older versions wrote it
+    evaluation(tmp_path / "eval" / "eval_p_8p_aaaa.json", "full", 8, 2_000)
+    evaluation(tmp_path / "eval" / "eval_p_2p_bbbb.json", "limited", 2, 3_000)
+    assert [path.name for path, _ in run.evaluations()] == ["eval.json", "eval_p_8p_aaaa.json", "eval_p_2p_bbbb.json"]
+    # The newest evaluation on the most prompts: a later --limit run does not replace the full one.
+    assert run.eval_file() == tmp_path / "eval" / "eval_p_8p_aaaa.json"
+    assert run.evaluation()["models"][0]["name"] == "full"
+    (tmp_path / "eval" / "notes.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(UserError, match=r"notes.json is not an evaluation result"):
+        run.evaluations()
 
 
 def test_metrics_after_a_checkpoint_are_dropped_for_a_resume(tmp_path):

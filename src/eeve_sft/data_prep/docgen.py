@@ -401,6 +401,19 @@ def render_data_card(stats: dict, rows: list[Candidate], examples: dict[str, lis
     return "\n".join(lines)
 
 
+def no_rows_reason(stats: dict) -> str:
+    """Why a run kept no row, in one line: what came in and how many each filter removed."""
+    counts = stats["counts"]
+    removed = "; ".join(
+        f"{stage}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+        for stage, reasons in stats["stages"]["removed"].items()
+    )
+    return (
+        f"no generated row passed the filters ({counts['chunks']} chunks, {counts['questions']} questions kept); "
+        f"removed: {removed or 'none'}"
+    )
+
+
 def generate_from_docs(
     index: RetrievalIndex,
     generate: Generate,
@@ -420,6 +433,8 @@ def generate_from_docs(
         raise UserError(f"retrieval_mode {config.retrieval_mode} needs a dense index; {index.dir} has none")
     gen = DocGen(index, generate, config, model_name)
     rows, stats = gen.run(limit)
+    if not rows:
+        raise UserError(f"{no_rows_reason(stats)}; nothing written to {target}")
     with atomic_output_dir(target, overwrite) as building:
         write_jsonl(building / "train.jsonl", (row.row() for row in rows))
         write_json(building / "stats.json", stats)

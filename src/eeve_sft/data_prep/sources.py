@@ -187,7 +187,16 @@ def load_source(spec: Source, seed: int, show_progress: bool = False) -> LoadedS
 
 
 def check_columns(loaded: LoadedSource) -> None:
-    """Fail, naming the column and the columns that exist, when the mapping reads a column the source lacks."""
+    """Fail, naming the column and the columns that exist, when the mapping reads a column the source lacks; an
+    empty source, or one with no readable row, says that instead (it has no columns to name)."""
+    where = f"source '{loaded.spec.name}' ({loaded.spec.location})"
+    if not loaded.rows_available:
+        raise UserError(f"{where} is empty: it holds no rows")
+    if not loaded.columns:
+        bad = next(((n, r.reason) for n, r in loaded.iter_rows() if isinstance(r, BadRow)), None)
+        unit = "line" if loaded.spec.format == "jsonl" else "row"
+        first = f" ({unit} {bad[0]}: {bad[1]})" if bad else ""
+        raise UserError(f"{where}: none of its {loaded.rows_available} rows has a column to read{first}")
     for key, column in loaded.spec.columns.named_columns().items():
         if column not in loaded.columns:
             have = ", ".join(loaded.columns) if loaded.columns else "none"

@@ -27,9 +27,11 @@ class Run:
     polite_rate: float | None = None
     polite_model: str | None = None  # which evaluated model of the run the rate belongs to
     polite_prompts: int | None = None  # how many prompts the rate was measured on
-    prompt_set: str | None = None  # which prompts: eval.json's fingerprint, else its file and count
+    prompt_set: str | None = None  # which prompts: the evaluation's fingerprint, else its file and count
     prompt_source: str | None = None  # the prompts as a reader knows them: file and count
     configuration: dict = field(default_factory=dict)  # every key's value in use (RunDir.configuration)
+    evaluations: list[Evaluated] = field(default_factory=list)  # oldest first
+    polite_file: Path | None = None  # the evaluation the rate comes from
 
 
 def _eval_entry_for(run_dir: Path, models: list[dict]) -> dict | None:
@@ -53,27 +55,72 @@ def _eval_entry_for(run_dir: Path, models: list[dict]) -> dict | None:
 
 
 @dataclass
-class PoliteRate:
-    rate: float | None = None
-    model: str | None = None
-    prompts: int | None = None
-    prompt_set: str | None = None
-    prompt_source: str | None = None
+class Evaluated:
+    """One evaluation of a run: its file, the document, and the entry of the run's own model in it."""
+
+    path: Path
+    document: dict
+    entry: dict
+
+    @property
+    def prompts(self) -> int | None:
+        return self.entry.get("num_prompts", self.document.get("num_prompts"))
+
+    @property
+    def source(self) -> str:
+        return f"{self.document.get('prompts_file')}, {self.prompts} prompts"
+
+    @property
+    def prompt_set(self) -> str:
+        # Older evaluations carry no fingerprint: their file and prompt count stand for the set.
+        return self.document.get("prompt_set") or self.source
 
 
-def find_polite_rate(run_dir: Path) -> PoliteRate:
-    """The 존댓말 rate from the run's evaluation (:meth:`RunDir.eval_file`, the file its model card cites too):
-    the model it is for, how many prompts it was measured on, and which prompt set that was."""
-    document = RunDir(run_dir).evaluation()
-    entry = _eval_entry_for(run_dir, document["models"]) if document else None
-    if entry is None:
-        return PoliteRate()
-    prompts = entry.get("num_prompts", document.get("num_prompts"))
-    source = f"{document.get('prompts_file')}, {prompts} prompts"
-    # Older eval.json files carry no fingerprint: their file and prompt count stand for the set.
-    prompt_set = document.get("prompt_set") or source
-    return PoliteRate(
-        entry.get("polite_rate"), entry.get("name") or entry.get("model_path"), prompts, prompt_set, source
+def run_evaluations(run_dir: Path) -> list[Evaluated]:
+    """The run's evaluations (:meth:`RunDir.evaluations`, oldest first) that hold one of its models."""
+    found = []
+    for path, document in RunDir(run_dir).evaluations():
+        entry = _eval_entry_for(run_dir, document["models"])
+        if entry is not None:
+            found.append(Evaluated(path, document, entry))
+    return found
+
+
+def pick_evaluations(runs: list[Run]) -> str | None:
+    """Give every evaluated run its 존댓말 rate from evaluations on one prompt set, the one each of them was
+    evaluated on (the largest such set, then the most recently evaluated); return the note that says which.
+
+    Rates measured on different prompts are never set side by side: when no prompt set is common to every
+    evaluated run, no rate is shown and the note says so.
+    """
+    evaluated = [r for r in runs if r.evaluations]
+    if not evaluated:
+        return None
+    common = set.intersection(*({e.prompt_set for e in r.evaluations} for r in evaluated))
+    if not common:
+        found = "; ".join(
+            f"`{r.name}`: " + ", ".join(dict.fromkeys(e.source for e in r.evaluations)) for r in evaluated
+        )
+        return (
+            f"No prompt set was evaluated for every run ({found}): 존댓말 rates on different prompts are not "
+            "compared. Evaluate each run on the same prompts (scripts/evaluate.py --prompts)."
+        )
+    everything = [e for r in evaluated for e in r.evaluations]
+
+    def preference(prompt_set: str) -> tuple:
+        of_set = [e for e in everything if e.prompt_set == prompt_set]
+        return max(e.prompts or 0 for e in of_set), max(e.path.stat().st_mtime for e in of_set)
+
+    chosen = max(common, key=preference)
+    for run in evaluated:
+        latest = [e for e in run.evaluations if e.prompt_set == chosen][-1]
+        run.polite_rate = latest.entry.get("polite_rate")
+        run.polite_model = latest.entry.get("name") or latest.entry.get("model_path")
+        run.polite_prompts, run.prompt_set, run.prompt_source = latest.prompts, latest.prompt_set, latest.source
+        run.polite_file = latest.path
+    source = next(r.prompt_source for r in evaluated)
+    return f"존댓말 rates on one prompt set, {source}: " + "; ".join(
+        f"`{r.name}` from {r.polite_file}" for r in evaluated
     )
 
 
@@ -90,20 +137,14 @@ def load_run(run_dir: str | Path) -> Run:
     if not run.recipe_file.is_file():
         raise UserError(f"{path} has no recipe.yaml: not a training run directory")
     recipe = run.recipe()
-    summary = run.summary()
-    polite = find_polite_rate(path)
     return Run(
         path,
         path.resolve().name,
         recipe,
         metrics,
-        summary,
-        polite.rate,
-        polite.model,
-        polite.prompts,
-        polite.prompt_set,
-        polite.prompt_source,
-        _configuration(run, recipe),
+        run.summary(),
+        configuration=_configuration(run, recipe),
+        evaluations=run_evaluations(path),
     )
 
 
@@ -168,6 +209,7 @@ def run_figures(run: Run) -> dict:
         "global_step": s.get("global_step", max((e.get("step", 0) for e in run.metrics), default=None)),
         "polite_rate": run.polite_rate,
         "polite_prompts": run.polite_prompts,
+        "polite_evaluation": str(run.polite_file) if run.polite_file else None,
         "finished": bool(s),
     }
 
@@ -287,7 +329,7 @@ def _recipe_value(value: object) -> str:
     return _fmt(value)
 
 
-def render_report(runs: list[Run], plot_file: str = PLOT_FILE) -> str:
+def render_report(runs: list[Run], plot_file: str = PLOT_FILE, rate_note: str | None = None) -> str:
     names = [r.name for r in runs]
     out = ["# Run comparison", "", "Runs: " + ", ".join(f"`{r.name}` ({r.path})" for r in runs), ""]
 
@@ -329,13 +371,8 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE) -> str:
         for r, f in zip(runs, figures, strict=True)
         if not f["finished"]
     ]
-    notes += [f"`{r.name}`: 존댓말 rate of `{r.polite_model}` (from its eval.json)." for r in runs if r.polite_model]
-    if len({r.prompt_set for r in runs if r.prompt_set}) > 1:
-        notes.append(
-            "The 존댓말 rates were measured on different prompt sets ("
-            + "; ".join(f"`{r.name}`: {r.prompt_source}" for r in runs if r.prompt_set)
-            + "): they are not directly comparable."
-        )
+    notes += [f"`{r.name}`: 존댓말 rate of `{r.polite_model}`." for r in runs if r.polite_model]
+    notes += [rate_note] if rate_note else []
     if notes:
         out += [f"- {n}" for n in notes] + [""]
     out += [
@@ -357,15 +394,17 @@ def compare_runs(run_dirs: list[str | Path], output_dir: str | Path) -> Path:
     if len({r.path.resolve() for r in runs}) != len(runs):
         raise UserError("a run directory is given twice")
     _unique_names(runs)
+    rate_note = pick_evaluations(runs)
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
         raise UserError(f"output {output} exists and is not a directory")
     output.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, output / PLOT_FILE)
-    (output / "compare.md").write_text(render_report(runs), encoding="utf-8")
+    (output / "compare.md").write_text(render_report(runs, rate_note=rate_note), encoding="utf-8")
     table = {
         "runs": [{"name": r.name, "path": str(r.path), **run_figures(r)} for r in runs],
         "differing_keys": {k: {r.name: setting(r, k) for r in runs} for k in differing_keys(runs)},
+        "polite_rate_note": rate_note,
     }
     (output / "compare.json").write_text(
         json.dumps(table, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"

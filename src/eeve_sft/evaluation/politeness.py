@@ -1,8 +1,11 @@
-"""The 존댓말 rate: answer every prompt with each model, label the answers, and write eval.json and eval.md."""
+"""The 존댓말 rate: answer every prompt with each model, label the answers, and write the evaluation as JSON and
+Markdown. Every evaluation keeps its own pair of files, named after its prompts and a digest of what it measured
+(:func:`evaluation_name`), so a second evaluation never replaces an earlier one."""
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +16,7 @@ from ..errors import UserError
 from ..inference.answer import generate_batch
 from ..inference.loading import ModelSource, load_for_inference, resolve_model_source
 from ..inference.sampling import EVAL_SAMPLING, SamplingConfig
+from ..jsonfiles import write_json
 from ..speech_level import LABELS, POLITE, classify_batch
 from .lm_eval import check_lm_eval_settings, lm_eval_request, run_lm_eval
 from .loss import EvalData, eval_loss, load_eval_data
@@ -176,6 +180,22 @@ def evaluate_model(
     return report
 
 
+def evaluation_name(document: dict) -> str:
+    """``eval_<prompts file stem>_<N>p_<digest>``: the prompts a reader knows, their number, and a digest of the
+    prompt set, models, decoding settings and eval data. Two evaluations share a name only when they measured the
+    same thing."""
+    measured = {
+        "prompt_set": document["prompt_set"],
+        "models": [m["model_path"] for m in document["models"]],
+        "generation": document["generation"],
+        "eval_data": document["eval_data"],
+        "lm_eval": document.get("lm_eval"),
+    }
+    digest = hashlib.sha256(json.dumps(measured, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:8]
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(document["prompts_file"]).stem)
+    return f"eval_{stem}_{document['num_prompts']}p_{digest}"
+
+
 def run_evaluation(
     model_paths: list[str],
     prompts_path: str | Path | None = None,
@@ -184,8 +204,10 @@ def run_evaluation(
     recipe: str | Path | None = None,
     loss_limit: int | None = None,
     prompt_limit: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Evaluate every model on the prompts; write eval.json and eval.md to `output_dir`; return that dir."""
+    """Evaluate every model on the prompts; write ``NAME.json`` and ``NAME.md`` (:func:`evaluation_name`) into
+    `output_dir` and return the JSON file. The same evaluation written before is refused unless `overwrite`."""
     settings = settings or EvalSettings()
     if not model_paths:
         raise UserError("give at least one --model-path")
@@ -201,20 +223,29 @@ def run_evaluation(
     if output.exists() and not output.is_dir():
         raise UserError(f"output {output} exists and is not a directory")
 
-    reports = [evaluate_model(source, prompts, settings, eval_data) for source in sources]
-    document = {
+    generation = {**asdict(settings.sampling), "batch_size": settings.batch_size, "load_in_4bit": settings.load_in_4bit}
+    planned = {
         "prompts_file": str(prompts_path),
         "num_prompts": len(prompts),
         "prompt_set": prompt_set_id(prompts),
-        "generation": {
-            **asdict(settings.sampling),
-            "batch_size": settings.batch_size,
-            "load_in_4bit": settings.load_in_4bit,
-        },
+        "generation": generation,
         "eval_data": eval_data.description if eval_data else None,
-        "models": [asdict(r) for r in reports],
+        "lm_eval": {"tasks": settings.lm_eval_tasks, "limit": settings.lm_eval_limit}
+        if settings.lm_eval_tasks
+        else None,
+        "models": [{"model_path": s.given} for s in sources],
     }
+    name = evaluation_name(planned)
+    json_file, md_file = output / f"{name}.json", output / f"{name}.md"
+    if json_file.exists() and not overwrite:  # checked before an hour of generation, not after
+        raise UserError(
+            f"{json_file} already holds this evaluation (same prompts, models and settings): "
+            "pass --overwrite to replace it, or --output another folder"
+        )
+
+    reports = [evaluate_model(source, prompts, settings, eval_data) for source in sources]
+    document = {**planned, "models": [asdict(r) for r in reports]}
     output.mkdir(parents=True, exist_ok=True)
-    (output / "eval.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (output / "eval.md").write_text(render_markdown(document), encoding="utf-8")
-    return output
+    md_file.write_text(render_markdown(document), encoding="utf-8")
+    write_json(json_file, document)  # last: compare.py and the model card read the JSON
+    return json_file

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..jsonfiles import read_jsonl
 from ..training.data import conversation_problem
 
 DEFAULT_PROMPTS = "eval/prompts_banmal.jsonl"
@@ -33,25 +34,42 @@ def default_prompts_path() -> Path:
     return here if here.is_file() else REPO_ROOT / DEFAULT_PROMPTS
 
 
-def _prompt_problem(messages: object) -> str | None:
-    """Why `messages` cannot be a prompt: the training data's rules, except that it ends with a user turn."""
+def _prompt_messages(messages: object) -> tuple[object, str | None]:
+    """The conversation the model answers and why it cannot be one (None when it can).
+
+    A training row (ending with the assistant's answer, as in an eval split) becomes a prompt without that last
+    answer; otherwise the training data's rules apply, except that a prompt ends with a user turn.
+    """
     if not isinstance(messages, list) or not messages:
-        return "'messages' must be a non-empty list"
+        return messages, "'messages' must be a non-empty list"
     last = messages[-1]
-    if isinstance(last, dict) and last.get("role") in ("assistant", "system"):
-        return "the last message must be a user turn (the one the model answers)"
+    if isinstance(last, dict) and last.get("role") == "assistant":
+        problem = conversation_problem(messages)
+        return messages[:-1], (f"as a training row: {problem}" if problem else None)
+    if isinstance(last, dict) and last.get("role") == "system":
+        return messages, "the last message must be a user turn (the one the model answers) or an assistant answer"
     # With an answer appended, a valid prompt is a valid training conversation.
-    return conversation_problem([*messages, {"role": "assistant", "content": "."}])
+    return messages, conversation_problem([*messages, {"role": "assistant", "content": "."}])
 
 
 def _text_prompt(line: str) -> dict:
     return {"messages": [{"role": "user", "content": line.strip()}]}
 
 
+def _rows(path: Path) -> list[tuple[int, dict]]:
+    if path.suffix.lower() != ".txt":
+        return read_jsonl(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"prompt file {path} is not UTF-8 text") from None
+    return [(number, _text_prompt(line)) for number, line in enumerate(lines, 1) if line.strip()]
+
+
 def load_prompts(path: str | Path) -> list[EvalPrompt]:
-    """Read a prompts file: JSONL rows ``{"messages": [..., {"role": "user", ...}]}`` (the training format) with
-    ``id`` and ``category`` optional, or a ``.txt`` file with one 반말 prompt per line. Blank lines are skipped;
-    a prompt's id defaults to its line number.
+    """Read a prompts file: JSONL rows ``{"messages": [...]}`` with ``id`` and ``category`` optional, or a ``.txt``
+    file with one 반말 prompt per line. Blank lines are skipped; a prompt's id defaults to its line number. A row
+    ends with the user turn the model answers, or is a training row whose final assistant answer is left out.
 
     Any malformed row stops the run with its line number: a silently skipped prompt would change the rates.
     """
@@ -60,24 +78,8 @@ def load_prompts(path: str | Path) -> list[EvalPrompt]:
         raise UserError(f"prompt file not found: {path}")
     prompts: list[EvalPrompt] = []
     seen: dict[str, int] = {}
-    plain_text = path.suffix.lower() == ".txt"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"prompt file {path} is not UTF-8 text") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for lineno, row in _rows(path):
         where = f"{path} line {lineno}"
-        if plain_text:
-            row = _text_prompt(line)
-        else:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{where}: a row must be a JSON object with messages (id and category optional)")
         prompt_id = row.get("id", lineno)
         if not isinstance(prompt_id, (str, int)) or isinstance(prompt_id, bool) or str(prompt_id) == "":
             raise UserError(f"{where}: 'id' must be a non-empty string or an integer")
@@ -88,10 +90,10 @@ def load_prompts(path: str | Path) -> list[EvalPrompt]:
         category = row.get("category", "uncategorized")
         if not isinstance(category, str) or not category.strip():
             raise UserError(f"{where}: 'category' must be a non-empty string")
-        problem = _prompt_problem(row.get("messages"))
+        messages, problem = _prompt_messages(row.get("messages"))
         if problem:
             raise UserError(f"{where}: {problem}")
-        prompts.append(EvalPrompt(prompt_id, category.strip(), row["messages"]))
+        prompts.append(EvalPrompt(prompt_id, category.strip(), messages))
     if not prompts:
         raise UserError(f"prompt file {path} holds no prompts")
     return prompts

@@ -153,7 +153,7 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
             results_table(document["models"]),
         ]
     else:
-        out.append("No eval.json was found in the training run (scripts/evaluate.py writes one).")
+        out.append("No evaluation was found in the training run (scripts/evaluate.py writes them into its eval/).")
     out += [
         "",
         "## Use",

@@ -91,10 +91,23 @@ def resolve_model_source(model_path: str | Path | None) -> ModelSource:
             return ModelSource(given, "adapter", str(path), resolve_base_model(path, base))
         if (path / "config.json").is_file():
             return ModelSource(given, "model", str(path))
-        raise UserError(f"{path} is not a model or adapter: it has no adapter_config.json or config.json")
+        raise UserError(
+            f"{path} is not a model or adapter: it has no adapter_config.json or config.json{_in_run(path)}"
+        )
     if looks_like_hub_id(given):
         return ModelSource(given, "model", given)
     raise UserError(f"model path not found: {given}")
+
+
+def _in_run(path: Path) -> str:
+    """Where the model is when `path` is a training run's folder: its final adapter, else its latest checkpoint."""
+    run = RunDir(path)
+    if not run.recipe_file.is_file():
+        return ""
+    found = run.final_dir if run.final_dir.is_dir() else run.latest_checkpoint()
+    if found is None:
+        return "; it is a training run's folder with no final/ or checkpoint-N/ yet"
+    return f"; it is a training run's folder: pass {found}"
 
 
 def align_generation_config(model, tokenizer) -> None:

@@ -58,7 +58,10 @@ class SamplingConfig:
         if self.min_new_tokens:
             common["min_new_tokens"] = self.min_new_tokens
         if not self.do_sample:
-            return GenerationConfig(do_sample=False, **common)
+            # Greedy states the values under which the sampling settings do nothing: left unset, generate() would
+            # fill them in from the model's saved generation_config.json (a merged model's say temperature 0.7),
+            # and then warn that greedy decoding ignores them.
+            return GenerationConfig(do_sample=False, temperature=1.0, top_p=1.0, top_k=50, **common)
         return GenerationConfig(
             do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, **common
         )

@@ -8,12 +8,12 @@ documents were chunked.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..jsonfiles import iter_jsonl
 from .index import Hit, RetrievalIndex
 
 
@@ -26,14 +26,10 @@ class Question:
 
 def load_questions(path: str | Path) -> list[Question]:
     questions = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if not all(isinstance(row.get(k), str) and row[k].strip() for k in ("query", "source", "passage")):
-                raise UserError(f"{path} line {number}: needs non-empty 'query', 'source' and 'passage'")
-            questions.append(Question(row["query"], row["source"], row["passage"]))
+    for number, row in iter_jsonl(path):
+        if not all(isinstance(row.get(k), str) and row[k].strip() for k in ("query", "source", "passage")):
+            raise UserError(f"{path} line {number}: needs non-empty 'query', 'source' and 'passage'")
+        questions.append(Question(row["query"], row["source"], row["passage"]))
     return questions
 
 

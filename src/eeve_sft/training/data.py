@@ -18,6 +18,7 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 from ..errors import UserError, one_line
 from ..hub import hub_unavailable
+from ..jsonfiles import iter_jsonl
 from ..template import ROLES
 
 logger = logging.getLogger(__name__)
@@ -71,10 +72,24 @@ def _looked_for(path: Path) -> str:
 
 
 def _load_local(kind: str, files: dict[str, str], where: Path) -> DatasetDict:
+    for split, file in files.items():
+        _check_split_file(Path(file), split)
     try:
         return load_dataset(kind, data_files=files)
     except (datasets.exceptions.DatasetGenerationError, ValueError) as err:
         raise UserError(f"cannot read {where}: {one_line(err.__cause__ or err)}") from None
+
+
+def _check_split_file(path: Path, split: str) -> None:
+    """Read a JSON Lines split once before ``datasets`` does: a bad line is reported by its file and 1-based line
+    (Arrow names a 0-based row, after logging its own error), and an empty file as empty (Arrow stops with a bare
+    StopIteration)."""
+    empty = f"{path} is empty: split '{split}' has no rows"
+    if path.suffix == ".jsonl":
+        if not sum(1 for _ in iter_jsonl(path)):
+            raise UserError(empty)
+    elif path.stat().st_size < 1 << 16 and not path.read_bytes().strip():  # a large file is not blank
+        raise UserError(empty)
 
 
 def select_splits(

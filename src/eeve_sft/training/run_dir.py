@@ -7,7 +7,7 @@ metrics.jsonl    every logged metric with its step
 summary.json     totals when training ends
 checkpoint-N/    resumable checkpoints (with run_progress.json: training time up to that step)
 final/           the final adapter
-eval/            scripts/evaluate.py's eval.json and eval.md
+eval/            scripts/evaluate.py's evaluations, each a NAME.json with its NAME.md
 """
 
 from __future__ import annotations
@@ -188,23 +188,35 @@ class RunDir:
                 raise UserError(f"{self.metrics_file} line {number} is not valid JSON") from None
         return events
 
+    def evaluations(self) -> list[tuple[Path, dict]]:
+        """Every evaluation of this run, oldest first: the JSON files scripts/evaluate.py wrote into eval/ (one per
+        evaluation), and an eval.json at the top as older versions wrote it."""
+        evaluations = []
+        for path in [*sorted(self.eval_dir.glob("*.json")), self.path / "eval.json"]:
+            if not path.is_file():
+                continue
+            document = self._json(path)
+            if not isinstance(document.get("models"), list):
+                raise UserError(f"{path} is not an evaluation result (from scripts/evaluate.py)")
+            evaluations.append((path, document))
+        return sorted(evaluations, key=lambda item: item[0].stat().st_mtime)
+
+    def _cited_evaluation(self) -> tuple[Path, dict] | None:
+        """The evaluation on the most prompts, the newest of those."""
+        evaluations = list(enumerate(self.evaluations()))
+        if not evaluations:
+            return None
+        return max(evaluations, key=lambda item: (_num_prompts(item[1][1]), item[0]))[1]
+
     def eval_file(self) -> Path | None:
-        """The evaluation this run is reported with: eval/eval.json (where scripts/evaluate.py writes for a
-        run), else an eval.json at the top."""
-        for candidate in (self.eval_dir / "eval.json", self.path / "eval.json"):
-            if candidate.is_file():
-                return candidate
-        return None
+        """The evaluation this run is reported with (its model card cites it): :meth:`_cited_evaluation`."""
+        cited = self._cited_evaluation()
+        return cited[0] if cited else None
 
     def evaluation(self) -> dict | None:
         """The parsed :meth:`eval_file`, or None when the run has none."""
-        path = self.eval_file()
-        if path is None:
-            return None
-        document = self._json(path)
-        if not isinstance(document.get("models"), list):
-            raise UserError(f"{path} is not an evaluation result (eval.json from scripts/evaluate.py)")
-        return document
+        cited = self._cited_evaluation()
+        return cited[1] if cited else None
 
     # -------------------------------------------------------------------------------------- what training writes
 
@@ -250,6 +262,11 @@ class RunDir:
         # transformers and TRL keep their own verbosity (warnings by default); their records reach the file too.
         transformers.utils.logging.add_handler(handler)
         logging.getLogger("trl").addHandler(handler)
+
+
+def _num_prompts(document: dict) -> int:
+    count = document.get("num_prompts")
+    return count if isinstance(count, int) else 0
 
 
 def _step_of(line: str) -> int | None:
