@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from eeve_sft.errors import run_cli
-from eeve_sft.evaluation.compare import compare_runs
+from eeve_sft.evaluation.run_comparison import compare_runs
 
 
 def main(argv: list[str]) -> None:

@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 
 from eeve_sft.errors import UserError
-from eeve_sft.evaluation.compare import compare_runs, curves, differing_keys, load_run, run_figures
+from eeve_sft.evaluation.run_comparison import compare_runs, curves, differing_keys, load_run, run_figures
 from helpers import REPO, error_line, run_script
 
 RUNS = REPO / "tests" / "data" / "tools" / "runs"
