@@ -159,7 +159,7 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("eeve_sft.data_prep.report.render_data_card", explode)
+    monkeypatch.setattr("eeve_sft.data_prep.data_card.render_data_card", explode)
     monkeypatch.setattr("eeve_sft.data_prep.build.render_data_card", explode)
     mix = load_mix(write_mix(tmp_path, settings()))
     with pytest.raises(RuntimeError, match="disk full"):

@@ -2,7 +2,7 @@
 
 Modules, one job each: ``mix`` (the mix file and its checks), ``sources`` (reading Hub and local files),
 ``normalise`` (rows to messages), ``clean``, ``quality``, ``dedup``, ``speech_level_stage`` (the speech-level
-filter and the 반말 rewrite), ``sample`` (weighted sampling and the split), ``ledger`` (counts), ``report``
+filter and the 반말 rewrite), ``sample`` (weighted sampling and the split), ``ledger`` (counts), ``data_card``
 (stats.json and data_card.md), ``parallel`` (worker processes) and
 ``build`` (the order of it all).
 """

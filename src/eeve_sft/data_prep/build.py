@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..jsonfiles import write_json, write_jsonl
 from ..output_dir import atomic_output_dir, check_output_dir
 from .clean import clean_messages
+from .data_card import SourceCounts, make_stats, render_data_card
 from .dedup import (
     EXACT_DUPLICATE,
     NEAR_DUPLICATE,
@@ -34,7 +35,6 @@ from .mix import CleanStage, Mix, QualityStage
 from .normalise import Example, Messages, normalise_row, preview
 from .parallel import chunked, map_chunks
 from .quality import quality_problem
-from .report import SourceCounts, make_stats, render_data_card
 from .sample import sample, split
 from .sources import PREVIEW_CHARS, BadRow, LoadedSource, check_columns, load_source
 from .speech_level_stage import (
