@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eeve_sft.data_prep.speech_level_stage import SpeechLevels
+from eeve_sft.data_prep.speech_level_stages import SpeechLevels
 from eeve_sft.errors import run_cli
 from eeve_sft.speech_level import BANMAL, MIXED, NEUTRAL, POLITE
 

@@ -37,7 +37,7 @@ from .parallel import chunked, map_chunks
 from .quality import quality_problem
 from .sample import sample, split
 from .sources import PREVIEW_CHARS, BadRow, LoadedSource, check_columns, load_source
-from .speech_level_stage import (
+from .speech_level_stages import (
     AssistantLevelFilter,
     RewriteReport,
     SpeechLevels,

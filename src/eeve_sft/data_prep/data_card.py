@@ -15,7 +15,7 @@ import yaml
 from ..speech_level import LABELS
 from .ledger import STAGES, Ledger
 from .mix import Mix
-from .speech_level_stage import RewriteReport
+from .speech_level_stages import RewriteReport
 
 STAGE_TITLES = {
     "load": "reading",

@@ -7,7 +7,7 @@ import pytest
 from eeve_sft.data_prep.ledger import Ledger
 from eeve_sft.data_prep.mix import BanmalRewriteStage, SpeechLevelStage
 from eeve_sft.data_prep.normalise import Example
-from eeve_sft.data_prep.speech_level_stage import (
+from eeve_sft.data_prep.speech_level_stages import (
     AssistantLevelFilter,
     SpeechLevels,
     label_texts,
