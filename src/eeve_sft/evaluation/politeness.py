@@ -20,8 +20,8 @@ from ..jsonfiles import write_json
 from ..speech_level import LABELS, POLITE, classify_batch
 from .lm_eval import check_lm_eval_settings, lm_eval_request, run_lm_eval
 from .loss import EvalData, eval_loss, load_eval_data
+from .markdown import render_markdown
 from .prompts import EvalPrompt, default_prompts_path, load_prompts, prompt_set_id
-from .report import render_markdown
 
 BASE_KEYWORD = "base"
 

@@ -106,7 +106,7 @@ def _data_section(run: RunDir) -> list[str]:
 
 
 def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id: str | None = None) -> str:
-    from ..evaluation.report import results_table
+    from ..evaluation.markdown import results_table
 
     run = find_run_dir(adapter_path)
     run_dir = run.path if run else None
