@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import random
 
-from ..speech_level import BANMAL, LABELS, MIXED, NEUTRAL, POLITE
-
-
-def _cell(text: object) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def results_table(models: list[dict]) -> str:
-    """The per-model summary table (also used by the model card)."""
-    lines = [
-        "| model | 존댓말 rate | prompts | polite | 반말 | mixed | neutral | hit length limit | mean chars "
-        "| mean tokens | eval loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for m in models:
-        c = m["counts"]
-        lines.append(
-            f"| {_cell(m['name'])} | {_pct(m['polite_rate'])} | {m.get('num_prompts', '—')} | {c.get(POLITE, 0)} | {c.get(BANMAL, 0)} | "
-            f"{c.get(MIXED, 0)} | {c.get(NEUTRAL, 0)} | {m['length_limit_hits']} | "
-            f"{m['mean_answer_chars']:.1f} | {m['mean_answer_tokens']:.1f} | {_num(m.get('eval_loss'))} |"
-        )
-    return "\n".join(lines)
+from ..eval_table import cell as _cell
+from ..eval_table import pct as _pct
+from ..eval_table import results_table
+from ..speech_level import LABELS
 
 
 def render_markdown(document: dict, samples_per_label: int = 3, seed: int = 0) -> str:

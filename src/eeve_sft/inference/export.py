@@ -14,6 +14,7 @@ import yaml
 from transformers import GenerationConfig
 
 from ..errors import UserError, one_line
+from ..eval_table import results_table
 from ..output_dir import atomic_output_dir, check_output_dir
 from ..template import pad_token_id, special_token_ids
 from ..training.run_dir import RunDir
@@ -106,8 +107,6 @@ def _data_section(run: RunDir) -> list[str]:
 
 
 def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id: str | None = None) -> str:
-    from ..evaluation.markdown import results_table
-
     run = find_run_dir(adapter_path)
     run_dir = run.path if run else None
     recipe = run.recipe() if run else {}
