@@ -18,7 +18,7 @@ from eeve_sft.data_prep.docgen import (
     parse_questions,
 )
 from eeve_sft.errors import UserError
-from eeve_sft.inference.loading import GenerationResult
+from eeve_sft.inference.answer import GenerationResult
 from eeve_sft.retrieval import Hit, RetrievalIndex, build_index, format_context
 from helpers import DEMO_MODEL, REPO, error_line, run_script
 

@@ -18,7 +18,8 @@ from eeve_sft.evaluation.loss import EvalData, eval_loss, load_eval_data
 from eeve_sft.evaluation.markdown import render_markdown
 from eeve_sft.evaluation.politeness import EvalSettings, expand_model_paths, run_evaluation, score_answers
 from eeve_sft.evaluation.prompts import load_prompts
-from eeve_sft.inference.loading import GenerationResult, load_for_inference, resolve_model_source
+from eeve_sft.inference.answer import GenerationResult
+from eeve_sft.inference.loading import load_for_inference, resolve_model_source
 from eeve_sft.inference.sampling import SamplingConfig
 from helpers import REPO, cli_error, make_adapter, run_script
 

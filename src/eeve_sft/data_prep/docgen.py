@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError, yaml_problem
-from ..inference.loading import GenerationResult
+from ..inference.answer import GenerationResult
 from ..jsonfiles import write_json, write_jsonl
 from ..output_dir import atomic_output_dir, check_output_dir
 from ..retrieval.chunking import Chunk

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TextIO
 
 import torch
@@ -12,8 +12,20 @@ from transformers import TextStreamer, set_seed
 
 from ..template import encode_prompt, pad_token_id, stop_token_ids
 from . import generation
-from .loading import GenerationResult
 from .sampling import SamplingConfig
+
+
+@dataclass
+class GenerationResult:
+    """One answer: its text, whether it ended on a stop token, and how many tokens it took (stop excluded)."""
+
+    text: str
+    stopped_on_eos: bool
+    new_tokens: int
+
+    @property
+    def hit_length_limit(self) -> bool:
+        return not self.stopped_on_eos
 
 
 def _answer(tokenizer, new_ids: list[int], stops: set[int]) -> GenerationResult:

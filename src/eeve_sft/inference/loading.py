@@ -25,19 +25,6 @@ DEFAULT_BASE_MODEL = "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
-@dataclass
-class GenerationResult:
-    """One answer: its text, whether it ended on a stop token, and how many tokens it took (stop excluded)."""
-
-    text: str
-    stopped_on_eos: bool
-    new_tokens: int
-
-    @property
-    def hit_length_limit(self) -> bool:
-        return not self.stopped_on_eos
-
-
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from. `kind` is ``adapter`` (LoRA on `base`) or ``model`` (full weights at `path`)."""
