@@ -491,7 +491,7 @@ def run(args) -> None:
     for _ in range(args.repeat):  # rounds: each variant once per round, so repeats interleave
         for name in names:
             run_one(VARIANTS[name], args, work, folder, invocation)
-    from benchmarks.train_report import load_folder, report_table
+    from benchmarks.train_speed_tables import load_folder, report_table
 
     print(report_table(load_folder(folder)), flush=True)
 
@@ -659,7 +659,7 @@ def _check_in_process(run_args) -> str | None:
 
 def check(args) -> int:
     """Run the fixed-batch check of the given variants (and their references) without training; 1 if any fails."""
-    from benchmarks.train_report import compare
+    from benchmarks.train_speed_tables import compare
 
     names = [n for n in args.variants.split(",") if n] if args.variants else list(scoring_paths(args.cpu_smoke))
     unknown = [n for n in names if n not in VARIANTS]
@@ -707,7 +707,7 @@ def check(args) -> int:
 
 
 def report(args) -> None:
-    from benchmarks.train_report import (
+    from benchmarks.train_speed_tables import (
         check_table,
         generated_block,
         load_all,

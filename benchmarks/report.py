@@ -41,9 +41,9 @@ def _build_dataset(root: Path) -> str:
 
 
 def _train(root: Path) -> str:
-    from benchmarks import train_report
+    from benchmarks import train_speed_tables
 
-    return train_report.generated_block(train_report.load_all(root / "train_speed"))
+    return train_speed_tables.generated_block(train_speed_tables.load_all(root / "train_speed"))
 
 
 def _step_flops(root: Path) -> str:

@@ -1,5 +1,5 @@
 """The training-speed benchmark's variant table (`train_variants.yaml`), its checks' limits and where its results go:
-what the runner (bench_train.py), the external runner (bench_external.py) and the report (train_report.py) share."""
+what the runner (bench_train.py), the external runner (bench_external.py) and the tables (train_speed_tables.py) share."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def bench_module():
 
 
 def report_module():
-    return load_module("train_report")
+    return load_module("train_speed_tables")
 
 
 def test_every_generated_block_of_results_md_matches_its_result_files():
