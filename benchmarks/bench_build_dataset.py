@@ -11,7 +11,7 @@ The build samples 100,000 rows, rewrites half of the user turns into 반말 and 
 
 Timings per stage come from the build's own stats.json; the total is the wall time of the build. A recorded run
 writes `benchmarks/results/build_dataset/<date>_cpu/build_dataset.json` and renders the newest result into its
-block of RESULTS.md (`python -m benchmarks.report --write` does the same for every block).
+block of RESULTS.md (`python -m benchmarks.render_results --write` does the same for every block).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ synthetic Markdown pages of warehouse-manual text (headings, paragraphs of 5-8 s
 quantities so that many words are distinct)
 indexed with BM25 (bar: under 300 s for 10,000 pages on 2 cores), then `--queries` queries timed one by one
 (bar: under 50 ms per query). A recorded run writes `benchmarks/results/retrieval/<date>_cpu/retrieval.json` and
-renders the newest result into its block of RESULTS.md (`python -m benchmarks.report --write` does that for every
-block).
+renders the newest result into its block of RESULTS.md (`python -m benchmarks.render_results --write` does that for
+every block).
 """
 
 from __future__ import annotations

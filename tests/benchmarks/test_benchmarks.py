@@ -32,11 +32,11 @@ def report_module():
 
 
 def test_every_generated_block_of_results_md_matches_its_result_files():
-    assert load_module("report").stale() == []  # else: python -m benchmarks.report --write
+    assert load_module("render_results").stale() == []  # else: python -m benchmarks.render_results --write
 
 
 def test_report_write_rewrites_a_stale_block_and_keeps_the_notes(tmp_path):
-    report = load_module("report")
+    report = load_module("render_results")
     retrieval = next(b for b in report.BLOCKS if b.name == "bench_retrieval")
     original = (REPO / "benchmarks/RESULTS.md").read_text(encoding="utf-8")
     block = report.current(original, retrieval)
@@ -46,7 +46,7 @@ def test_report_write_rewrites_a_stale_block_and_keeps_the_notes(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text(edited, encoding="utf-8")
     assert report.stale(path) == ["bench_retrieval"]
-    cli = [sys.executable, "-m", "benchmarks.report", "--results-md", str(path)]
+    cli = [sys.executable, "-m", "benchmarks.render_results", "--results-md", str(path)]
     proc = subprocess.run(cli, capture_output=True, text=True, check=False, cwd=REPO)
     assert proc.returncode == 1 and "bench_retrieval" in proc.stdout
     assert report.write(path) == ["bench_retrieval"]

@@ -1,7 +1,7 @@
 """RESULTS.md's generated blocks, rendered from the stored result files.
 
-    python -m benchmarks.report            # which blocks differ from their result files (exit 1 if any)
-    python -m benchmarks.report --write    # rewrite those blocks; the notes around them stay as written
+    python -m benchmarks.render_results            # which blocks differ from their result files (exit 1 if any)
+    python -m benchmarks.render_results --write    # rewrite those blocks; the notes around them stay as written
 
 Every table and figure list between a pair of `<!-- NAME: begin -->` / `<!-- NAME: end -->` markers in
 `benchmarks/RESULTS.md` is the rendering of result files under `benchmarks/results/` (the scaling model's of its own
@@ -129,7 +129,7 @@ def main() -> None:
         return
     names = stale(args.results_md, args.results)
     if names:
-        print(f"out of date with the result files: {', '.join(names)} (python -m benchmarks.report --write)")
+        print(f"out of date with the result files: {', '.join(names)} (python -m benchmarks.render_results --write)")
         sys.exit(1)
     print("every generated block matches the result files")
 
