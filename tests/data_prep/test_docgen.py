@@ -228,6 +228,50 @@ def test_no_row_kept_is_an_error_naming_each_filter(tmp_path, wms_index):
     assert not (tmp_path / "out").exists()
 
 
+def test_written_pairs_go_through_retrieval_and_the_answer_filters(tmp_path, wms_index):
+    """No model: each written pair gets its passages from the index and meets the filters generated rows meet."""
+    from eeve_sft.data_prep.docgen import load_pairs
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        ("냉장 상품은 몇 번 도크로 받나요?", "냉장 상품은 항상 5번과 6번 도크로 받습니다."),
+        ("냉장 상품은 몇 번 도크로 받나요", "5번 도크입니다."),  # the same question again
+        ("비밀번호 규칙이 어떻게 되나요?", "비밀번호는 10자 이상이어야 하고 영문, 숫자, 특수문자를 모두 넣어야 해."),
+        ("폐기 상품은 언제 수거하나요?", "점심 메뉴로는 김치찌개와 불고기를 추천드립니다."),
+        ("휴직하면 계정은 어떻게 돼요?", "정지됩니다."),
+    ]
+    pairs.write_text(
+        "".join(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n" for q, a in rows), encoding="utf-8"
+    )
+    config = DocGenConfig(top_k=2, banmal_share=0.0)
+    result = generate_from_docs(wms_index, None, config, tmp_path / "out", pairs=load_pairs(pairs), model_name="none")
+    stats = result.stats
+    assert stats["counts"] | {"chunks": 0} == {
+        "chunks": 0,
+        "written_pairs": 5,
+        "questions": 4,
+        "rows": 1,
+        "banmal_questions": 0,
+    }
+    assert stats["stages"]["removed"] == {
+        "questions": {"duplicate_question": 1},
+        "answers": {"answer_banmal": 1, "answer_length": 1, "not_grounded": 1},
+    }
+    (row,) = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["messages"][1]["content"] == rows[0][1] and stats["generated_tokens"] == {"question": 0, "answer": 0}
+    by_span = {(c.source, c.start, c.end): c for c in wms_index.chunks}
+    hits = [Hit(n, 0.0, by_span[(s["source"], s["start"], s["end"])]) for n, s in enumerate(row["sources"], 1)]
+    assert row["messages"][0]["content"] == format_context(rows[0][0], hits) and hits[0].chunk.source == "inbound.md"
+    assert "5 written question/answer pairs" in (tmp_path / "out" / "data_card.md").read_text(encoding="utf-8")
+
+    pairs.write_text('{"question": "도크는?"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"pairs.jsonl line 1: needs non-empty string 'question' and 'answer'"):
+        load_pairs(pairs)
+    pairs.write_text("\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"is empty: it holds no question/answer pair"):
+        load_pairs(pairs)
+
+
 @pytest.mark.parametrize(
     "model_path, message",
     [
