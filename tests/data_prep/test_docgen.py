@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 
 import pytest
@@ -20,7 +21,7 @@ from eeve_sft.data_prep.docgen import (
 from eeve_sft.errors import UserError
 from eeve_sft.inference.loading import GenerationResult
 from eeve_sft.retrieval import Hit, RetrievalIndex, build_index, format_context
-from helpers import DEMO_MODEL, REPO, error_line, run_script
+from helpers import DEMO_MODEL, REPO, error_line, run_script, train_demo
 
 DOCS = REPO / "data" / "wms_docs"
 
@@ -270,6 +271,61 @@ def test_written_pairs_go_through_retrieval_and_the_answer_filters(tmp_path, wms
     pairs.write_text("\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"is empty: it holds no question/answer pair"):
         load_pairs(pairs)
+
+
+def test_the_documents_flow_runs_offline_to_an_adapter_and_chat_rag(tmp_path, wms_index):
+    """Index, rows from the shipped written pairs, the shipped local mix, a short training run and chat --rag with
+    the adapter: every step on files the project ships, with no Hub and no instruction model."""
+    from eeve_sft.data_prep import build_dataset
+    from eeve_sft.data_prep.mix import load_mix
+
+    # The mix reads ../../data/...: lay out a copy of those folders around a copy of the mix file.
+    (tmp_path / "data_prep" / "mixes").mkdir(parents=True)
+    shutil.copy(REPO / "data_prep" / "mixes" / "wms_domain_local.yaml", tmp_path / "data_prep" / "mixes")
+    shutil.copytree(REPO / "data" / "demo", tmp_path / "data" / "demo")
+    domain = tmp_path / "data" / "wms_domain_local"
+    made = run_script(
+        sys.executable,
+        "data_prep/generate_from_docs.py",
+        str(wms_index.dir),
+        "--pairs",
+        "data/wms_pairs.jsonl",
+        "--output",
+        str(domain),
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    pairs = (REPO / "data" / "wms_pairs.jsonl").read_text(encoding="utf-8").splitlines()
+    assert made.stdout.startswith(f"wrote {len(pairs)} rows (")  # every shipped pair passes the filters
+
+    mix = load_mix(tmp_path / "data_prep" / "mixes" / "wms_domain_local.yaml")
+    built = build_dataset(mix, tmp_path / "mix", show_progress=False)
+    assert built.stats["sources"]["wms_domain"]["train"] > 0 and built.stats["output"]["eval"] > 0
+
+    run = tmp_path / "run"
+    flags = ["--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--max_length", "1024"]
+    trained = train_demo(run, "--dataset_name", str(tmp_path / "mix"), *flags)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (run / "final" / "adapter_config.json").is_file()
+
+    chat = run_script(
+        sys.executable,
+        "scripts/chat.py",
+        "--model-path",
+        str(run / "final"),
+        "--rag",
+        str(wms_index.dir),
+        "--rag-top-k",
+        "2",
+        "--device",
+        "cpu",
+        "--greedy",
+        "--max-new-tokens",
+        "4",
+        "--prompt",
+        "냉장 상품은 몇 번 도크로 받아?",
+    )
+    assert chat.returncode == 0, chat.stderr[-3000:]
+    assert any(line.strip().startswith("출처 [1] inbound.md") for line in chat.stdout.splitlines()), chat.stdout
 
 
 @pytest.mark.parametrize(
