@@ -8,7 +8,8 @@ pass, in order: question length and duplicates, then on the answer: cut off with
 of the kept questions is then rewritten into 반말. Every removal is counted per stage and reason.
 
 Generation goes through :func:`eeve_sft.inference.answer.generate_batch`; `DocGen` takes any callable with that shape, so
-tests drive the pipeline with small deterministic generators.
+tests drive the pipeline with small deterministic generators. Written question/answer pairs (:func:`load_pairs`) take
+the place of both generation steps: no model runs, and retrieval and every filter apply as to generated rows.
 """
 
 from __future__ import annotations
