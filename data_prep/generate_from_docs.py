@@ -4,9 +4,13 @@
     python data_prep/generate_from_docs.py INDEX_DIR --model-path PATH --output OUT_DIR \\
         [--questions-per-chunk N] [--limit N] [--banmal-share 0.5] [--config docgen.yaml] [--batch-size N]
 
-PATH is a base model, an adapter or a merged model (as for scripts/chat.py). Writes train.jsonl
-({"messages", "sources"}), stats.json and data_card.md; OUT_DIR works as a `path:` source of a mix file
-(`data_prep/mixes/wms_domain.yaml`) or directly as a recipe's dataset_name.
+    python data_prep/generate_from_docs.py data/wms_index --pairs data/wms_pairs.jsonl --output data/wms_domain_local
+
+PATH is a base model, an adapter or a merged model (as for scripts/chat.py). With --pairs FILE instead, no model
+runs: each written {"question", "answer"} pair gets its passages retrieved from the index and goes through the
+same answer filters and 반말 rewrite as generated rows. Writes train.jsonl ({"messages", "sources"}), stats.json
+and data_card.md; OUT_DIR works as a `path:` source of a mix file (`data_prep/mixes/wms_domain.yaml`) or
+directly as a recipe's dataset_name.
 """
 
 from __future__ import annotations
@@ -14,13 +18,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from eeve_sft.errors import one_line_usage_errors, run_cli
+from eeve_sft.errors import UserError, one_line_usage_errors, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("index_dir", help="index folder written by data_prep/index_docs.py")
-    parser.add_argument("--model-path", required=True, help="base model, adapter or merged model")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-path", help="base model, adapter or merged model that writes questions and answers")
+    source.add_argument(
+        "--pairs",
+        metavar="FILE",
+        help='written question/answer pairs, JSON Lines {"question": ..., "answer": ...}, instead of a model',
+    )
     parser.add_argument("--output", required=True, help="output folder (train.jsonl, stats.json, data_card.md)")
     parser.add_argument(
         "--questions-per-chunk",
@@ -46,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from eeve_sft.data_prep.docgen import generate_from_docs, load_config, model_generator
+    from eeve_sft.data_prep.docgen import generate_from_docs, load_config, load_pairs, model_generator
     from eeve_sft.inference.loading import load_for_inference
     from eeve_sft.output_dir import check_output_dir
     from eeve_sft.retrieval import RetrievalIndex
@@ -61,20 +71,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     check_output_dir(Path(args.output), args.overwrite)
     index = RetrievalIndex(args.index_dir)
-    model, tokenizer = load_for_inference(args.model_path, load_in_4bit=args.load_in_4bit, device=args.device)
+    pairs = load_pairs(args.pairs) if args.pairs else None
+    generate = None
+    if pairs is None:
+        model, tokenizer = load_for_inference(args.model_path, load_in_4bit=args.load_in_4bit, device=args.device)
+        generate = model_generator(model, tokenizer, config.batch_size)
+    elif args.limit is not None:
+        raise UserError("--limit picks chunks for a model to read; it does not apply to --pairs")
     result = generate_from_docs(
         index,
-        model_generator(model, tokenizer, config.batch_size),
+        generate,
         config,
         args.output,
         limit=args.limit,
-        model_name=args.model_path,
+        model_name=args.model_path or f"none: written pairs from {args.pairs}",
         overwrite=args.overwrite,
+        pairs=pairs,
     )
     counts = result.stats["counts"]
+    origin = f"{counts['written_pairs']} written pairs" if pairs is not None else f"{counts['chunks']} chunks"
     print(
-        f"wrote {counts['rows']} rows ({counts['banmal_questions']} with 반말 questions) from {counts['chunks']} "
-        f"chunks to {result.output_dir}"
+        f"wrote {counts['rows']} rows ({counts['banmal_questions']} with 반말 questions) from {origin} to {result.output_dir}"
     )
 
 

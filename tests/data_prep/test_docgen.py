@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 
 import pytest
@@ -20,7 +21,7 @@ from eeve_sft.data_prep.docgen import (
 from eeve_sft.errors import UserError
 from eeve_sft.inference.answer import GenerationResult
 from eeve_sft.retrieval import Hit, RetrievalIndex, build_index, format_context
-from helpers import DEMO_MODEL, REPO, error_line, run_script
+from helpers import DEMO_MODEL, REPO, error_line, run_script, train_demo
 
 DOCS = REPO / "data" / "wms_docs"
 
@@ -226,6 +227,105 @@ def test_no_row_kept_is_an_error_naming_each_filter(tmp_path, wms_index):
         f"answers: answer_banmal 2; nothing written to {tmp_path / 'out'}"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_written_pairs_go_through_retrieval_and_the_answer_filters(tmp_path, wms_index):
+    """No model: each written pair gets its passages from the index and meets the filters generated rows meet."""
+    from eeve_sft.data_prep.docgen import load_pairs
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        ("냉장 상품은 몇 번 도크로 받나요?", "냉장 상품은 항상 5번과 6번 도크로 받습니다."),
+        ("냉장 상품은 몇 번 도크로 받나요", "5번 도크입니다."),  # the same question again
+        ("비밀번호 규칙이 어떻게 되나요?", "비밀번호는 10자 이상이어야 하고 영문, 숫자, 특수문자를 모두 넣어야 해."),
+        ("폐기 상품은 언제 수거하나요?", "점심 메뉴로는 김치찌개와 불고기를 추천드립니다."),
+        ("휴직하면 계정은 어떻게 돼요?", "정지됩니다."),
+    ]
+    pairs.write_text(
+        "".join(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n" for q, a in rows), encoding="utf-8"
+    )
+    config = DocGenConfig(top_k=2, banmal_share=0.0)
+    result = generate_from_docs(wms_index, None, config, tmp_path / "out", pairs=load_pairs(pairs), model_name="none")
+    stats = result.stats
+    assert stats["counts"] | {"chunks": 0} == {
+        "chunks": 0,
+        "written_pairs": 5,
+        "questions": 4,
+        "rows": 1,
+        "banmal_questions": 0,
+    }
+    assert stats["stages"]["removed"] == {
+        "questions": {"duplicate_question": 1},
+        "answers": {"answer_banmal": 1, "answer_length": 1, "not_grounded": 1},
+    }
+    (row,) = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["messages"][1]["content"] == rows[0][1] and stats["generated_tokens"] == {"question": 0, "answer": 0}
+    by_span = {(c.source, c.start, c.end): c for c in wms_index.chunks}
+    hits = [Hit(n, 0.0, by_span[(s["source"], s["start"], s["end"])]) for n, s in enumerate(row["sources"], 1)]
+    assert row["messages"][0]["content"] == format_context(rows[0][0], hits) and hits[0].chunk.source == "inbound.md"
+    assert "5 written question/answer pairs" in (tmp_path / "out" / "data_card.md").read_text(encoding="utf-8")
+
+    pairs.write_text('{"question": "도크는?"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"pairs.jsonl line 1: needs non-empty string 'question' and 'answer'"):
+        load_pairs(pairs)
+    pairs.write_text("\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"is empty: it holds no question/answer pair"):
+        load_pairs(pairs)
+
+
+def test_the_documents_flow_runs_offline_to_an_adapter_and_chat_rag(tmp_path, wms_index):
+    """Index, rows from the shipped written pairs, the shipped local mix, a short training run and chat --rag with
+    the adapter: every step on files the project ships, with no Hub and no instruction model."""
+    from eeve_sft.data_prep import build_dataset
+    from eeve_sft.data_prep.mix import load_mix
+
+    # The mix reads ../../data/...: lay out a copy of those folders around a copy of the mix file.
+    (tmp_path / "data_prep" / "mixes").mkdir(parents=True)
+    shutil.copy(REPO / "data_prep" / "mixes" / "wms_domain_local.yaml", tmp_path / "data_prep" / "mixes")
+    shutil.copytree(REPO / "data" / "demo", tmp_path / "data" / "demo")
+    domain = tmp_path / "data" / "wms_domain_local"
+    made = run_script(
+        sys.executable,
+        "data_prep/generate_from_docs.py",
+        str(wms_index.dir),
+        "--pairs",
+        "data/wms_pairs.jsonl",
+        "--output",
+        str(domain),
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    pairs = (REPO / "data" / "wms_pairs.jsonl").read_text(encoding="utf-8").splitlines()
+    assert made.stdout.startswith(f"wrote {len(pairs)} rows (")  # every shipped pair passes the filters
+
+    mix = load_mix(tmp_path / "data_prep" / "mixes" / "wms_domain_local.yaml")
+    built = build_dataset(mix, tmp_path / "mix", show_progress=False)
+    assert built.stats["sources"]["wms_domain"]["train"] > 0 and built.stats["output"]["eval"] > 0
+
+    run = tmp_path / "run"
+    flags = ["--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--max_length", "1024"]
+    trained = train_demo(run, "--dataset_name", str(tmp_path / "mix"), *flags)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (run / "final" / "adapter_config.json").is_file()
+
+    chat = run_script(
+        sys.executable,
+        "scripts/chat.py",
+        "--model-path",
+        str(run / "final"),
+        "--rag",
+        str(wms_index.dir),
+        "--rag-top-k",
+        "2",
+        "--device",
+        "cpu",
+        "--greedy",
+        "--max-new-tokens",
+        "4",
+        "--prompt",
+        "냉장 상품은 몇 번 도크로 받아?",
+    )
+    assert chat.returncode == 0, chat.stderr[-3000:]
+    assert any(line.strip().startswith("출처 [1] inbound.md") for line in chat.stdout.splitlines()), chat.stdout
 
 
 @pytest.mark.parametrize(

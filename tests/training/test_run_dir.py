@@ -54,8 +54,10 @@ def test_every_evaluation_is_found_and_the_fullest_is_cited(tmp_path):
     # The newest evaluation on the most prompts: a later --limit run does not replace the full one.
     assert run.eval_file() == tmp_path / "eval" / "eval_p_8p_aaaa.json"
     assert run.evaluation()["models"][0]["name"] == "full"
-    (tmp_path / "eval" / "notes.json").write_text("{}", encoding="utf-8")
-    with pytest.raises(UserError, match=r"notes.json is not an evaluation result"):
+    (tmp_path / "eval" / "compare.json").write_text("{}", encoding="utf-8")  # not an evaluation's name: not read
+    assert len(run.evaluations()) == 3
+    (tmp_path / "eval" / "eval_broken.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(UserError, match=r"eval_broken.json is not an evaluation result"):
         run.evaluations()
 
 

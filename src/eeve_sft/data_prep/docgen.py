@@ -8,7 +8,8 @@ pass, in order: question length and duplicates, then on the answer: cut off with
 of the kept questions is then rewritten into 반말. Every removal is counted per stage and reason.
 
 Generation goes through :func:`eeve_sft.inference.answer.generate_batch`; `DocGen` takes any callable with that shape, so
-tests drive the pipeline with small deterministic generators.
+tests drive the pipeline with small deterministic generators. Written question/answer pairs (:func:`load_pairs`) take
+the place of both generation steps: no model runs, and retrieval and every filter apply as to generated rows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import yaml
 
 from ..errors import UserError, yaml_problem
 from ..inference.answer import GenerationResult
-from ..jsonfiles import write_json, write_jsonl
+from ..jsonfiles import read_jsonl, write_json, write_jsonl
 from ..output_dir import atomic_output_dir, check_output_dir
 from ..retrieval.chunking import Chunk
 from ..retrieval.context import format_context, sources_of
@@ -190,6 +191,22 @@ class Tally:
         return {"passed": dict(self.passed), "removed": {s: dict(sorted(c.items())) for s, c in self.removed.items()}}
 
 
+def load_pairs(path: str | Path) -> list[Candidate]:
+    """Written question/answer pairs, JSON Lines ``{"question": ..., "answer": ...}``, as candidates to retrieve
+    passages for and filter like generated ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pairs file not found: {path}")
+    pairs = []
+    for number, row in read_jsonl(path):
+        if not all(isinstance(row.get(k), str) and row[k].strip() for k in ("question", "answer")):
+            raise UserError(f"{path} line {number}: needs non-empty string 'question' and 'answer'")
+        pairs.append(Candidate(-1, normalise_text(row["question"]), answer=row["answer"].strip()))
+    if not pairs:
+        raise UserError(f"pairs file {path} is empty: it holds no question/answer pair")
+    return pairs
+
+
 @dataclass
 class DocGenResult:
     output_dir: Path
@@ -220,27 +237,36 @@ class DocGen:
         prompts = [question_prompt(c, cfg.questions_per_chunk) for c in chunks]
         results = self.generate(prompts, cfg.sampling(cfg.question_max_new_tokens))
         self._timed("generate_questions", start)
-        seen: set[str] = set()
-        out: list[Candidate] = []
+        written: list[Candidate] = []
         for chunk, result in zip(chunks, results, strict=True):
             self.tokens["question"] += result.new_tokens
             parsed = parse_questions(result.text, cfg.questions_per_chunk)
             if not parsed:
                 self.tally.reject("questions", "no_question_parsed", {"chunk": chunk.id, "output": result.text[:300]})
-                continue
-            for question in parsed:
-                example = {"chunk": chunk.id, "question": question}
-                if not cfg.min_question_chars <= len(question) <= cfg.max_question_chars:
-                    self.tally.reject("questions", "question_length", example)
-                elif question.rstrip("?？ ") in seen:
-                    self.tally.reject("questions", "duplicate_question", example)
-                else:
-                    seen.add(question.rstrip("?？ "))
-                    out.append(Candidate(chunk.id, question))
+            written += [Candidate(chunk.id, question) for question in parsed]
+        return self.keep_questions(written)
+
+    def keep_questions(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The question filters: length, then repeats of an earlier question."""
+        cfg = self.config
+        seen: set[str] = set()
+        out: list[Candidate] = []
+        for candidate in candidates:
+            question = candidate.question
+            example = {"chunk": candidate.chunk_id, "question": question}
+            if not cfg.min_question_chars <= len(question) <= cfg.max_question_chars:
+                self.tally.reject("questions", "question_length", example)
+            elif question.rstrip("?？ ") in seen:
+                self.tally.reject("questions", "duplicate_question", example)
+            else:
+                seen.add(question.rstrip("?？ "))
+                out.append(candidate)
         self.tally.passed["questions"] = len(out)
         return out
 
-    def answers(self, candidates: list[Candidate]) -> list[Candidate]:
+    def answers(self, candidates: list[Candidate], written: bool = False) -> list[Candidate]:
+        """Retrieve passages for every question, answer it (or, when `written`, keep the answer it came with) and
+        filter the answers."""
         cfg = self.config
         start = time.perf_counter()
         hit_lists = self.index.search_batch([c.question for c in candidates], cfg.top_k, cfg.retrieval_mode)
@@ -253,18 +279,22 @@ class DocGen:
                 self.tally.reject("answers", "nothing_retrieved", {"question": candidate.question})
         candidates = answerable
         self._timed("retrieve", start)
-        start = time.perf_counter()
-        prompts = [answer_prompt(c.question, c.hits) for c in candidates]
-        results = self.generate(prompts, cfg.sampling(cfg.answer_max_new_tokens)) if prompts else []
-        self._timed("generate_answers", start)
+        cut_off = [False] * len(candidates)
+        if not written:
+            start = time.perf_counter()
+            prompts = [answer_prompt(c.question, c.hits) for c in candidates]
+            results = self.generate(prompts, cfg.sampling(cfg.answer_max_new_tokens)) if prompts else []
+            self._timed("generate_answers", start)
+            for candidate, result in zip(candidates, results, strict=True):
+                self.tokens["answer"] += result.new_tokens
+                candidate.answer = result.text.strip()
+                candidate.answer_tokens = result.new_tokens
+            cut_off = [result.hit_length_limit for result in results]
         start = time.perf_counter()
         pending: list[Candidate] = []
-        for candidate, result in zip(candidates, results, strict=True):
-            self.tokens["answer"] += result.new_tokens
-            candidate.answer = result.text.strip()
-            candidate.answer_tokens = result.new_tokens
+        for candidate, was_cut in zip(candidates, cut_off, strict=True):
             example = {"question": candidate.question, "answer": candidate.answer[:300]}
-            if result.hit_length_limit:
+            if was_cut:
                 self.tally.reject("answers", "cut_off_without_eos", example)
             elif not cfg.min_answer_chars <= len(candidate.answer) <= cfg.max_answer_chars:
                 self.tally.reject("answers", "answer_length", example)
@@ -311,11 +341,13 @@ class DocGen:
         self._timed("banmal_rewrite", start)
         return {"target": target, "rewritten": done, "not_banmal": failed, "polite_questions": len(polite)}
 
-    def run(self, limit: int | None) -> tuple[list[Candidate], dict]:
-        chunks = self.index.chunks if limit is None else self.index.chunks[:limit]
+    def run(self, limit: int | None, pairs: list[Candidate] | None = None) -> tuple[list[Candidate], dict]:
+        """Generate questions and answers for the first `limit` chunks; or, given written question/answer `pairs`,
+        put each through retrieval and the same filters without a model."""
+        chunks = [] if pairs is not None else self.index.chunks if limit is None else self.index.chunks[:limit]
         started = time.perf_counter()
-        candidates = self.questions(chunks)
-        kept = self.answers(candidates) if candidates else []
+        candidates = self.keep_questions(pairs) if pairs is not None else self.questions(chunks)
+        kept = self.answers(candidates, written=pairs is not None) if candidates else []
         rewrite = self.rewrite(kept)
         self.timings["total"] = round(time.perf_counter() - started, 3)
         generate_s = self.timings.get("generate_questions", 0.0) + self.timings.get("generate_answers", 0.0)
@@ -327,6 +359,7 @@ class DocGen:
             "config": asdict(self.config),
             "counts": {
                 "chunks": len(chunks),
+                "written_pairs": len(pairs) if pairs is not None else None,
                 "questions": len(candidates),
                 "rows": len(kept),
                 "banmal_questions": sum(c.banmal for c in kept),
@@ -352,19 +385,25 @@ def render_data_card(stats: dict, rows: list[Candidate], examples: dict[str, lis
         f"- model: `{stats['model']}`",
         f"- index: `{stats['index']}` ({len(stats['index_documents'])} documents)",
         (
-            f"- chunks used: {c['chunks']}; questions kept: {c['questions']}; rows kept: {c['rows']} "
-            f"({c['banmal_questions']} with a 반말 question)"
-        ),
+            f"- {c['written_pairs']} written question/answer pairs"
+            if c.get("written_pairs")
+            else f"- chunks used: {c['chunks']}"
+        )
+        + f"; questions kept: {c['questions']}; rows kept: {c['rows']} ({c['banmal_questions']} with a 반말 question)",
         (
             f"- groundedness threshold: {stats['config']['min_groundedness']}; mean groundedness of kept rows: "
             f"{stats['mean_groundedness']}"
         ),
-        (
+        "",
+    ]
+    if not c.get("written_pairs"):  # written pairs generate nothing
+        lines.insert(
+            -1,
             f"- generated tokens: {stats['generated_tokens']['question']} for questions, "
             f"{stats['generated_tokens']['answer']} for answers; {stats['speed']['tokens_per_s']} tokens/s; "
-            f"{stats['speed']['rows_per_hour']} rows/hour"
-        ),
-        "",
+            f"{stats['speed']['rows_per_hour']} rows/hour",
+        )
+    lines += [
         "## Removed, per stage and reason",
         "",
         "| stage | reason | rows |",
@@ -408,31 +447,36 @@ def no_rows_reason(stats: dict) -> str:
         f"{stage}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items())
         for stage, reasons in stats["stages"]["removed"].items()
     )
+    source = f"{counts['written_pairs']} written pairs" if counts.get("written_pairs") else f"{counts['chunks']} chunks"
     return (
-        f"no generated row passed the filters ({counts['chunks']} chunks, {counts['questions']} questions kept); "
+        f"no generated row passed the filters ({source}, {counts['questions']} questions kept); "
         f"removed: {removed or 'none'}"
     )
 
 
 def generate_from_docs(
     index: RetrievalIndex,
-    generate: Generate,
+    generate: Generate | None,
     config: DocGenConfig,
     output_dir: str | Path,
     *,
     limit: int | None = None,
     model_name: str = "",
     overwrite: bool = False,
+    pairs: list[Candidate] | None = None,
 ) -> DocGenResult:
-    """Generate, filter and write ``train.jsonl``, ``stats.json`` and ``data_card.md`` into `output_dir`."""
+    """Generate, filter and write ``train.jsonl``, ``stats.json`` and ``data_card.md`` into `output_dir`; with
+    written `pairs` (:func:`load_pairs`) instead of a model, retrieve and filter those."""
     target = Path(output_dir)
     check_output_dir(target, overwrite)
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
     if config.retrieval_mode not in (None, "bm25") and not index.has_dense:
         raise UserError(f"retrieval_mode {config.retrieval_mode} needs a dense index; {index.dir} has none")
+    if (generate is None) == (pairs is None):
+        raise ValueError("give either a generate callable or written pairs")
     gen = DocGen(index, generate, config, model_name)
-    rows, stats = gen.run(limit)
+    rows, stats = gen.run(limit, pairs)
     if not rows:
         raise UserError(f"{no_rows_reason(stats)}; nothing written to {target}")
     with atomic_output_dir(target, overwrite) as building:

@@ -189,10 +189,11 @@ class RunDir:
         return events
 
     def evaluations(self) -> list[tuple[Path, dict]]:
-        """Every evaluation of this run, oldest first: the JSON files scripts/evaluate.py wrote into eval/ (one per
-        evaluation), and an eval.json at the top as older versions wrote it."""
+        """Every evaluation of this run, oldest first: the ``eval*.json`` files scripts/evaluate.py wrote into eval/
+        (one per evaluation), and an eval.json at the top as older versions wrote it. Other files there are not
+        read (a comparison written into eval/, say)."""
         evaluations = []
-        for path in [*sorted(self.eval_dir.glob("*.json")), self.path / "eval.json"]:
+        for path in [*sorted(self.eval_dir.glob("eval*.json")), self.path / "eval.json"]:
             if not path.is_file():
                 continue
             document = self._json(path)
