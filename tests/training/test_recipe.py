@@ -178,3 +178,52 @@ def test_flex_attention_is_refused_on_cpu_before_loading(tmp_path, monkeypatch):
     check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
     with pytest.raises(UserError, match="flex_attention trains only on a GPU"):
         check_for_training(parse_recipe(write(tmp_path, text + "use_cpu: true\n"), check_device=False))
+
+
+# --------------------------------------------------------------------------- what the parsing relies on in TRL,
+# transformers and argparse: each of these fails when an upgrade changes it, before a recipe is misread.
+
+
+def test_the_parser_offers_every_field_as_a_flag_and_raises_on_a_bad_value():
+    import argparse
+
+    from eeve_sft.training.recipe import FIELD_TYPES, command_line_values, make_parser
+
+    parser = make_parser()
+    namespace, rest = parser.parse_known_args([])
+    assert rest == [] and set(FIELD_TYPES) <= set(vars(namespace))  # one flag per field, named as the field
+    with pytest.raises(argparse.ArgumentError):  # not usage on stderr and SystemExit
+        parser.parse_known_args(["--learning_rate=fast"])
+    # A flag not given leaves the namespace's own value: that is how the given flags are told apart.
+    assert command_line_values([], parser) == {}
+    assert command_line_values(["--lora_r", "8", "--no_remove_unused_columns"], parser) == {
+        "lora_r": 8,
+        "remove_unused_columns": False,
+    }
+
+
+def test_the_choices_read_from_the_dataclasses_are_the_parsers():
+    import argparse
+
+    from eeve_sft.training.recipe import FIELD_CHOICES, make_parser
+
+    parser = make_parser()
+    assert {"eval_strategy", "lr_scheduler_type", "packing_strategy", "dtype"} <= set(FIELD_CHOICES)
+    for key, choices in FIELD_CHOICES.items():
+        for choice in choices:
+            namespace, _ = parser.parse_known_args([f"--{key}={choice}"])
+            assert getattr(getattr(namespace, key), "value", getattr(namespace, key)) == choice
+        with pytest.raises(argparse.ArgumentError):
+            parser.parse_known_args([f"--{key}=no-such-choice"])
+
+
+def test_precision_set_back_after_construction_is_what_construction_gives(tmp_path):
+    from trl import SFTConfig
+
+    from eeve_sft.training.recipe import _without_precision_check, mixed_precision
+
+    # SFTConfig reads an unset bf16 as "bf16 unless fp16".
+    assert mixed_precision({})["bf16"] is SFTConfig(output_dir=str(tmp_path), use_cpu=True).bf16 is True
+    kwargs = {"output_dir": str(tmp_path), "use_cpu": True, "bf16": True}  # use_cpu passes the check anywhere
+    built, set_back = SFTConfig(**kwargs), _without_precision_check(SFTConfig, kwargs)
+    assert set_back.to_dict() == built.to_dict() and set_back.mixed_precision == built.mixed_precision == "bf16"
