@@ -227,3 +227,69 @@ def test_precision_set_back_after_construction_is_what_construction_gives(tmp_pa
     kwargs = {"output_dir": str(tmp_path), "use_cpu": True, "bf16": True}  # use_cpu passes the check anywhere
     built, set_back = SFTConfig(**kwargs), _without_precision_check(SFTConfig, kwargs)
     assert set_back.to_dict() == built.to_dict() and set_back.mixed_precision == built.mixed_precision == "bf16"
+
+
+# --------------------------------------------------------------------------- a GPU recipe on this CPU machine
+
+GPU_RECIPE = [str(REPO / "recipes/eeve_banmal.yaml"), "--model_name_or_path", "assets/demo-model"]
+DEMO_DATA = ["--dataset_name", "data/demo", "--dataset_num_proc", "1"]
+cpu_only = pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="what a machine without a GPU says about a GPU recipe"
+)
+
+
+@cpu_only
+def test_check_validates_a_gpu_recipe_here_with_hardware_as_notes(tmp_path, capsys, monkeypatch):
+    from helpers import load_script
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "out"
+    load_script("sft").main([*GPU_RECIPE, "--check", *DEMO_DATA, "--output_dir", str(out)])
+    said = capsys.readouterr()
+    assert "recipe, output_dir, tokenizer and data checked (258 train examples, 42 eval examples)" in said.out
+    notes = said.err.strip().splitlines()
+    assert [line for line in notes if line.startswith("note: ")] == [
+        "note: bf16: true needs a GPU with bf16 (NVIDIA Ampere or newer), and this machine has none; on a CPU set "
+        "use_cpu: true (not needed for --check)",
+        "note: attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa (not "
+        "needed for --check)",
+        *(
+            [
+                'note: use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: '
+                "false (not needed for --check)"
+            ]
+            if __import__("importlib.util").util.find_spec("liger_kernel") is None
+            else []
+        ),
+    ]
+    assert not out.exists()
+
+
+@cpu_only
+def test_training_a_gpu_recipe_here_fails_with_one_line(tmp_path, capsys, monkeypatch):
+    from helpers import cli_error
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "out"
+    line = cli_error(capsys, "sft", [*GPU_RECIPE, *DEMO_DATA, "--output_dir", str(out)])
+    assert line == (
+        "error: bf16: true needs a GPU with bf16 (NVIDIA Ampere or newer), and this machine has none; on a CPU set "
+        "use_cpu: true; sft.py --check validates the recipe here without training"
+    )
+    assert not out.exists()
+
+
+def test_print_recipe_prints_the_resolved_recipe_and_stops(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from helpers import load_script
+
+    monkeypatch.chdir(REPO)
+    load_script("sft").main([*GPU_RECIPE, "--print-recipe", "--learning_rate", "3e-4"])
+    said = capsys.readouterr()
+    printed = yaml.safe_load(said.out)
+    assert printed == parse_recipe(GPU_RECIPE[0], GPU_RECIPE[1:] + ["--learning_rate", "3e-4"], False).resolved
+    assert printed["learning_rate"] == 3e-4 and printed["model_name_or_path"] == "assets/demo-model"
+    assert printed["attn_implementation"] == "flex_attention" and said.err == ""
+    again = parse_recipe(write(tmp_path, said.out), check_device=False)  # what it prints is a recipe
+    assert again.resolved == printed
