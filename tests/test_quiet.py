@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from helpers import BNB_NOISE, run_script
+from helpers import ACCELERATE, ACCELERATE_CPU, BNB_NOISE, run_script
 
 NOISE = (
     BNB_NOISE,
@@ -69,3 +69,11 @@ def test_a_cli_that_imports_the_libraries_prints_none_of_their_noise():
     result = run_script(sys.executable, "-c", code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert not [noise for noise in NOISE if noise in result.stderr], result.stderr
+
+
+def test_accelerate_launch_with_the_readme_flags_prints_no_block_of_defaults(tmp_path):
+    script = tmp_path / "hello.py"
+    script.write_text("print('ran')\n", encoding="utf-8")
+    result = run_script(*ACCELERATE, *ACCELERATE_CPU, str(script))
+    assert result.returncode == 0 and result.stdout == "ran\n", result.stderr[-2000:]
+    assert "were not passed to `accelerate launch`" not in result.stderr, result.stderr
