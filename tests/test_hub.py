@@ -43,51 +43,47 @@ def test_a_missing_path_fails_before_the_hub_is_asked(tmp_path, monkeypatch):
     assert check_model(str(DEMO_MODEL)) is False  # a local folder: no Hub, no cache-only loading
 
 
-MISSING = "outputs/nope"  # reads like a Hub id, but outputs/ is a folder of the repository root where CLIs run
+MISSING = "outputs/nope"  # reads like a Hub id, but outputs/ is a folder where the CLIs run, as after a first run
 CLI_CASES = {
     "chat": (["scripts/chat.py", "--model-path", MISSING, "--prompt", "안녕"], "model path not found"),
     "evaluate": (["scripts/evaluate.py", "--model-path", "base", MISSING], "model path not found"),
-    "merge": (
-        ["scripts/merge_adapter.py", "--model-path", MISSING, "--output", "{tmp}/merged"],
-        "model path not found",
-    ),
+    "merge": (["scripts/merge_adapter.py", "--model-path", MISSING, "--output", "merged"], "model path not found"),
     "generate": (
-        ["data_prep/generate_from_docs.py", "{tmp}", "--model-path", MISSING, "--output", "{tmp}/gen"],
+        ["data_prep/generate_from_docs.py", ".", "--model-path", MISSING, "--output", "gen"],
         "model path not found",
     ),
     "index": (
-        ["data_prep/index_docs.py", "data/wms_docs", "--output", "{tmp}/idx", "--embedding-model", MISSING],
+        ["data_prep/index_docs.py", str(REPO / "data/wms_docs"), "--output", "idx", "--embedding-model", MISSING],
         "embedding model path not found",
     ),
     "sft": (
         ["scripts/sft.py", str(DEMO_RECIPE), "--check", "--model_name_or_path", MISSING],
         "model_name_or_path not found",
     ),
-    "preview": (["scripts/preview_data.py", str(DEMO_RECIPE), "--dataset_name", MISSING], "dataset file not found"),
+    "preview": (
+        [
+            "scripts/preview_data.py",
+            str(DEMO_RECIPE),
+            "--model_name_or_path",
+            str(DEMO_MODEL),
+            "--dataset_name",
+            MISSING,
+        ],
+        "dataset file not found",
+    ),
 }
 
 
-@pytest.fixture(scope="module")
-def outputs_folder():
-    """The repository's outputs/ folder, as after a first training run; removed again when this test made it."""
-    folder = REPO / "outputs"
-    made = not folder.exists()
-    folder.mkdir(exist_ok=True)
-    yield folder
-    if made:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.mark.parametrize("cli", CLI_CASES)
-def test_every_cli_fails_at_once_on_a_missing_path_that_reads_like_a_hub_id(cli, tmp_path, outputs_folder):
-    argv, message = CLI_CASES[cli]
-    result = run_script(sys.executable, *(a.format(tmp=tmp_path) for a in argv), env=UNREACHABLE)
+def test_every_cli_fails_at_once_on_a_missing_path_that_reads_like_a_hub_id(cli, tmp_path):
+    (tmp_path / "outputs").mkdir()
+    script, *argv = CLI_CASES[cli][0]
+    result = run_script(sys.executable, str(REPO / script), *argv, cwd=tmp_path, env=UNREACHABLE)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert (
-        error_line(result)
-        == f"error: {message}: {MISSING} (looked for {REPO / MISSING}, relative to the current directory)"
-    )
+    looked = f"(looked for {tmp_path / MISSING}, relative to the current directory)"
+    assert error_line(result) == f"error: {CLI_CASES[cli][1]}: {MISSING} {looked}"
     assert "Retrying" not in result.stderr and "huggingface.co" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # nothing written
 
 
 def test_a_hub_model_not_in_the_cache_fails_at_once_when_the_hub_cannot_be_reached(tmp_path):
