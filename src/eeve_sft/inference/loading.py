@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import UserError, one_line
-from ..hub import check_model, hub_unavailable, looks_like_path
+from ..hub import check_model, hub_unavailable, looked_for, looks_like_path
 from ..template import apply_eeve_template, pad_token_id, special_token_ids
 from ..training.run_dir import RunDir
 
@@ -60,8 +60,7 @@ def resolve_base_model(adapter_dir: Path, base: str) -> str:
     if found is not None and found.is_dir():
         return str(found)
     if not looks_like_path(base):
-        check_model(base, "base model")  # a Hub id: fails at once when the Hub cannot give it now
-        return base
+        return base  # a Hub id
     raise UserError(
         f"adapter {adapter_dir}: base model '{base}' not found (looked for it as given, "
         f"under the adapter's parent directories, and it is not a Hub id)"
@@ -86,7 +85,8 @@ def resolve_model_source(model_path: str | Path | None) -> ModelSource:
         if (path / "config.json").is_file():
             return ModelSource(given, "model", str(path))
         raise UserError(f"{path} is not a model or adapter: it has no adapter_config.json or config.json")
-    check_model(given)  # a path-like name fails here; a Hub id, when the Hub cannot give it now
+    if looks_like_path(given):  # decided here without asking the Hub; loading asks it (check_model)
+        raise UserError(f"model path not found: {given}{looked_for(path)}")
     return ModelSource(given, "model", given)
 
 
@@ -107,6 +107,10 @@ def load_saved_tokenizer(source: ModelSource):
     The Hub release of the base model predates the project's template, and a directory saved without a
     template has nothing better to go by: both get the EEVE template.
     """
+    if source.kind == "adapter":  # the first thing loaded: a Hub id the Hub cannot give now fails here, at once
+        check_model(source.base, "base model")
+    else:
+        check_model(source.path)
     tokenizer_dir = source.path
     if source.kind == "adapter" and not (Path(source.path) / "tokenizer_config.json").is_file():
         tokenizer_dir = source.base
