@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from eeve_sft.errors import UserError, one_line_usage_errors, run_cli
+from eeve_sft.hub import check_model
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    check_model(args.model_path)  # before the heavy imports: a mistyped path fails at once
     from eeve_sft.data_prep.docgen import generate_from_docs, load_config, load_pairs, model_generator
     from eeve_sft.inference.loading import load_for_inference
     from eeve_sft.output_dir import check_output_dir

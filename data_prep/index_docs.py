@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from eeve_sft.errors import one_line_usage_errors, run_cli
+from eeve_sft.hub import check_model
 from eeve_sft.retrieval.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP
 
 
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.embedding_model:  # before the heavy imports: a mistyped path fails at once
+        check_model(args.embedding_model, "embedding model", cached_file="modules.json")
     from eeve_sft.retrieval import build_index
 
     report = build_index(

@@ -16,6 +16,7 @@ import io
 import sys
 
 from eeve_sft import speech_level
+from eeve_sft.errors import run_cli
 from eeve_sft.speech_level.jsonl import annotate_lines
 
 
@@ -46,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

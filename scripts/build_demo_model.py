@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from eeve_sft.errors import run_cli
 from eeve_sft.template import DEFAULT_SYSTEM_PROMPT, apply_eeve_template
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -15,6 +15,7 @@ import sys
 from dataclasses import asdict
 
 from eeve_sft.errors import UserError, run_cli
+from eeve_sft.hub import check_model
 from eeve_sft.inference.sampling import SamplingConfig
 
 DEFAULTS = SamplingConfig()
@@ -52,6 +53,8 @@ def main(argv: list[str]) -> None:
     )
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("--prompt is empty")
+    if args.model_path:
+        check_model(args.model_path)  # before the heavy imports: a mistyped path fails at once
     from eeve_sft.inference.answer import chat_loop, generate, warm_up_chat
     from eeve_sft.inference.loading import load_for_inference
 

@@ -14,8 +14,10 @@ scripts/compare.py picks the one whose prompt set every run was evaluated on.
 
 import argparse
 import sys
+from pathlib import Path
 
 from eeve_sft.errors import UserError, run_cli
+from eeve_sft.hub import check_model
 from eeve_sft.inference.sampling import EVAL_SAMPLING, SamplingConfig
 
 CHAT = SamplingConfig()
@@ -81,6 +83,9 @@ def main(argv: list[str]) -> None:
         value = getattr(args, flag)
         if isinstance(value, int) and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    for path in args.model_path:  # before the heavy imports: a mistyped path fails at once
+        if path != "base" or Path(path).exists():
+            check_model(path)
     from eeve_sft.evaluation.politeness import EvalSettings, run_evaluation
 
     sampling = SamplingConfig(

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from eeve_sft.errors import run_cli
+from eeve_sft.hub import check_model
 
 
 def main(argv: list[str]) -> None:
@@ -21,6 +22,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the merged model to this Hub repo")
     parser.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
     args = parser.parse_args(argv)
+    check_model(args.model_path)  # before the heavy imports: a mistyped path fails at once
     from eeve_sft.inference.export import merge_adapter, push_to_hub
 
     output = merge_adapter(args.model_path, args.output, dtype=args.dtype, overwrite=args.overwrite, device=args.device)

@@ -2,7 +2,12 @@
 
     accelerate launch scripts/sft.py RECIPE.yaml [--key value ...]
     python scripts/sft.py RECIPE.yaml --check [--key value ...]   # every check, then stop before the model loads
+    python scripts/sft.py RECIPE.yaml --print-recipe [--key value ...]  # the recipe as resolved, as YAML
     python scripts/sft.py --keys                                  # every recipe key, grouped by dataclass
+
+--check runs on any machine: what this one lacks to train the recipe (a GPU for bf16 or flex attention, the
+Liger kernels) is a "note:" line on stderr, not an error. --print-recipe prints the recipe after base recipes and
+flags (the recipe.yaml a run records) and stops; with --check it prints it, then checks.
 
 Flags override recipe keys: any key of TRL's ScriptArguments (data), SFTConfig (training, with every
 transformers TrainingArguments field) and ModelConfig (model, quantisation, LoRA), or the project's own
@@ -16,7 +21,8 @@ import sys
 from eeve_sft.errors import UserError, run_cli
 
 logger = logging.getLogger("eeve_sft.sft")
-USAGE = "usage: scripts/sft.py RECIPE.yaml [--check] [--key value ...] | scripts/sft.py --keys"
+USAGE = "usage: scripts/sft.py RECIPE.yaml [--check] [--print-recipe] [--key value ...] | scripts/sft.py --keys"
+OWN_FLAGS = ("--check", "--print-recipe")
 
 
 def resume_target(run, resume) -> str | bool | None:
@@ -46,15 +52,21 @@ def main(argv: list[str]) -> None:
         return
     if argv[0].startswith("-"):
         raise UserError(f"the recipe file comes first; {USAGE}")
-    check_only = "--check" in argv[1:]
-    overrides = [a for a in argv[1:] if a != "--check"]
+    check_only, print_only = "--check" in argv[1:], "--print-recipe" in argv[1:]
+    overrides = [a for a in argv[1:] if a not in OWN_FLAGS]
 
-    from eeve_sft.training.recipe import check_for_training, parse_recipe
+    from eeve_sft.training.recipe import check_for_training, dump_recipe, parse_recipe
     from eeve_sft.training.run_dir import RunDir
 
-    recipe = parse_recipe(argv[0], overrides)
+    # Checking or printing a recipe needs none of the hardware it trains on.
+    recipe = parse_recipe(argv[0], overrides, check_device=not (check_only or print_only))
     training, project = recipe.training, recipe.project
-    check_for_training(recipe)
+    if print_only:
+        print(dump_recipe(recipe.resolved), end="")
+        if not check_only:
+            return
+    for note in check_for_training(recipe, check_only=check_only):
+        print(f"note: {note} (not needed for --check)", file=sys.stderr)
 
     # Decide what happens to output_dir before anything heavy runs, and write nothing there yet.
     run = RunDir(training.output_dir)

@@ -21,6 +21,7 @@ CLIS = [
     "scripts/compare.py",
     "scripts/merge_adapter.py",
     "scripts/build_demo_model.py",
+    "scripts/env.py",
     "data_prep/build_dataset.py",
     "data_prep/speech_level.py",
 ]
@@ -139,7 +140,7 @@ def test_not_found_paths_say_where_they_were_looked_for(tmp_path, monkeypatch):
 UNREACHABLE = {"HF_HUB_OFFLINE": None, "HF_DATASETS_OFFLINE": None, "HF_ENDPOINT": "http://127.0.0.1:9"}
 LOAD_DATASET = (
     "from eeve_sft.errors import run_cli; from eeve_sft.training.data import load_splits; "
-    "run_cli(lambda: load_splits('data/local_exampel'))"
+    "run_cli(lambda: load_splits('someone/local_exampel'))"
 )
 
 
@@ -149,9 +150,9 @@ def test_a_dataset_the_hub_cannot_give_fails_at_once(env):
     assert result.returncode == 2
     line = error_line(result)
     assert line.startswith(
-        "error: dataset 'data/local_exampel' is not a local file or directory and cannot be loaded from the Hub: "
+        "error: dataset 'someone/local_exampel' is not a local file or directory and cannot be loaded from the Hub: "
     )
-    assert f"looked for {REPO / 'data/local_exampel'}" in line
+    assert f"looked for {REPO / 'someone/local_exampel'}" in line
     assert "Retrying" not in result.stderr  # the libraries' retries are what took half a minute
 
 

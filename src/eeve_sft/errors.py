@@ -9,6 +9,8 @@ from typing import NoReturn
 
 import yaml
 
+from .quiet import quiet_libraries
+
 
 class UserError(Exception):
     """A mistake in what the user gave us. CLIs print it as one line and exit with status 2."""
@@ -28,7 +30,9 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run `main`; a UserError becomes ``error: <message>`` on stderr and exit status 2, with no traceback."""
+    """Run `main` as a CLI's entry: libraries' noise filtered (:mod:`eeve_sft.quiet`), and a UserError becomes
+    ``error: <message>`` on stderr and exit status 2, with no traceback."""
+    quiet_libraries()
     try:
         main()
     except UserError as err:

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from eeve_sft.data_prep import sources
 from eeve_sft.data_prep.mix import Columns, Source
 from eeve_sft.data_prep.sources import BadRow, check_columns, load_source
 from eeve_sft.errors import UserError
@@ -133,6 +134,7 @@ def test_hub_source_goes_through_load_dataset_with_its_settings(monkeypatch):
         return datasets.Dataset.from_list([{"instruction": f"질문 {i}", "output": "답", "url": ""} for i in range(50)])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(sources, "dataset_hub_problem", lambda: None)  # as with the Hub reachable
     spec = Source(
         columns=Columns(instruction="instruction", output="output"),
         name="koalpaca",
@@ -156,6 +158,7 @@ def test_unreachable_hub_dataset_is_a_one_line_user_error(monkeypatch):
         raise ConnectionError("Couldn't reach 'a/b' on the Hub\n(offline)")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(sources, "dataset_hub_problem", lambda: None)  # the Hub answers, the dataset fails
     spec = Source(columns=QA, name="remote", hub="a/b")
     with pytest.raises(
         UserError, match=r"^cannot load Hub dataset 'a/b': Couldn't reach 'a/b' on the Hub \(offline\)$"

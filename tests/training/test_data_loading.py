@@ -90,6 +90,7 @@ def test_an_empty_split_file_is_one_line_naming_it(tmp_path, script):
 
 
 def test_a_name_that_is_neither_local_nor_on_the_hub_is_one_line():
+    # data/ is a folder here, so data/not_built_yet can only be a path: it fails as one, without asking the Hub.
     result = run_script(
         sys.executable,
         "scripts/preview_data.py",
@@ -98,7 +99,7 @@ def test_a_name_that_is_neither_local_nor_on_the_hub_is_one_line():
         "data/not_built_yet",
     )
     assert result.returncode == 2
-    line = error_line(result)
-    assert line.startswith(
-        "error: dataset 'data/not_built_yet' is not a local file or directory and cannot be loaded from the Hub: "
+    assert error_line(result) == (
+        f"error: dataset file not found: data/not_built_yet (looked for {REPO / 'data/not_built_yet'}, relative to "
+        "the current directory)"
     )

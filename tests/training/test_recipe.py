@@ -178,3 +178,118 @@ def test_flex_attention_is_refused_on_cpu_before_loading(tmp_path, monkeypatch):
     check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
     with pytest.raises(UserError, match="flex_attention trains only on a GPU"):
         check_for_training(parse_recipe(write(tmp_path, text + "use_cpu: true\n"), check_device=False))
+
+
+# --------------------------------------------------------------------------- what the parsing relies on in TRL,
+# transformers and argparse: each of these fails when an upgrade changes it, before a recipe is misread.
+
+
+def test_the_parser_offers_every_field_as_a_flag_and_raises_on_a_bad_value():
+    import argparse
+
+    from eeve_sft.training.recipe import FIELD_TYPES, command_line_values, make_parser
+
+    parser = make_parser()
+    namespace, rest = parser.parse_known_args([])
+    assert rest == [] and set(FIELD_TYPES) <= set(vars(namespace))  # one flag per field, named as the field
+    with pytest.raises(argparse.ArgumentError):  # not usage on stderr and SystemExit
+        parser.parse_known_args(["--learning_rate=fast"])
+    # A flag not given leaves the namespace's own value: that is how the given flags are told apart.
+    assert command_line_values([], parser) == {}
+    assert command_line_values(["--lora_r", "8", "--no_remove_unused_columns"], parser) == {
+        "lora_r": 8,
+        "remove_unused_columns": False,
+    }
+
+
+def test_the_choices_read_from_the_dataclasses_are_the_parsers():
+    import argparse
+
+    from eeve_sft.training.recipe import FIELD_CHOICES, make_parser
+
+    parser = make_parser()
+    assert {"eval_strategy", "lr_scheduler_type", "packing_strategy", "dtype"} <= set(FIELD_CHOICES)
+    for key, choices in FIELD_CHOICES.items():
+        for choice in choices:
+            namespace, _ = parser.parse_known_args([f"--{key}={choice}"])
+            assert getattr(getattr(namespace, key), "value", getattr(namespace, key)) == choice
+        with pytest.raises(argparse.ArgumentError):
+            parser.parse_known_args([f"--{key}=no-such-choice"])
+
+
+def test_precision_set_back_after_construction_is_what_construction_gives(tmp_path):
+    from trl import SFTConfig
+
+    from eeve_sft.training.recipe import _without_precision_check, mixed_precision
+
+    # SFTConfig reads an unset bf16 as "bf16 unless fp16".
+    assert mixed_precision({})["bf16"] is SFTConfig(output_dir=str(tmp_path), use_cpu=True).bf16 is True
+    kwargs = {"output_dir": str(tmp_path), "use_cpu": True, "bf16": True}  # use_cpu passes the check anywhere
+    built, set_back = SFTConfig(**kwargs), _without_precision_check(SFTConfig, kwargs)
+    assert set_back.to_dict() == built.to_dict() and set_back.mixed_precision == built.mixed_precision == "bf16"
+
+
+# --------------------------------------------------------------------------- a GPU recipe on this CPU machine
+
+GPU_RECIPE = [str(REPO / "recipes/eeve_banmal.yaml"), "--model_name_or_path", "assets/demo-model"]
+DEMO_DATA = ["--dataset_name", "data/demo", "--dataset_num_proc", "1"]
+cpu_only = pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="what a machine without a GPU says about a GPU recipe"
+)
+
+
+@cpu_only
+def test_check_validates_a_gpu_recipe_here_with_hardware_as_notes(tmp_path, capsys, monkeypatch):
+    from helpers import load_script
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "out"
+    load_script("sft").main([*GPU_RECIPE, "--check", *DEMO_DATA, "--output_dir", str(out)])
+    said = capsys.readouterr()
+    assert "recipe, output_dir, tokenizer and data checked (258 train examples, 42 eval examples)" in said.out
+    notes = said.err.strip().splitlines()
+    assert [line for line in notes if line.startswith("note: ")] == [
+        "note: bf16: true needs a GPU with bf16 (NVIDIA Ampere or newer), and this machine has none; on a CPU set "
+        "use_cpu: true (not needed for --check)",
+        "note: attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa (not "
+        "needed for --check)",
+        *(
+            [
+                'note: use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: '
+                "false (not needed for --check)"
+            ]
+            if __import__("importlib.util").util.find_spec("liger_kernel") is None
+            else []
+        ),
+    ]
+    assert not out.exists()
+
+
+@cpu_only
+def test_training_a_gpu_recipe_here_fails_with_one_line(tmp_path, capsys, monkeypatch):
+    from helpers import cli_error
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "out"
+    line = cli_error(capsys, "sft", [*GPU_RECIPE, *DEMO_DATA, "--output_dir", str(out)])
+    assert line == (
+        "error: bf16: true needs a GPU with bf16 (NVIDIA Ampere or newer), and this machine has none; on a CPU set "
+        "use_cpu: true; sft.py --check validates the recipe here without training"
+    )
+    assert not out.exists()
+
+
+def test_print_recipe_prints_the_resolved_recipe_and_stops(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from helpers import load_script
+
+    monkeypatch.chdir(REPO)
+    load_script("sft").main([*GPU_RECIPE, "--print-recipe", "--learning_rate", "3e-4"])
+    said = capsys.readouterr()
+    printed = yaml.safe_load(said.out)
+    assert printed == parse_recipe(GPU_RECIPE[0], GPU_RECIPE[1:] + ["--learning_rate", "3e-4"], False).resolved
+    assert printed["learning_rate"] == 3e-4 and printed["model_name_or_path"] == "assets/demo-model"
+    assert printed["attn_implementation"] == "flex_attention" and said.err == ""
+    again = parse_recipe(write(tmp_path, said.out), check_device=False)  # what it prints is a recipe
+    assert again.resolved == printed

@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from ..hub import dataset_hub_problem
 from .mix import Source
 
 PREVIEW_CHARS = 200
@@ -152,6 +153,8 @@ def _read_local(spec: Source, show_progress: bool) -> tuple[list[str], list[dict
 def _read_hub(spec: Source):
     import datasets
 
+    if problem := dataset_hub_problem():
+        raise UserError(f"cannot load Hub dataset '{spec.hub}': {problem}")
     try:
         dataset = datasets.load_dataset(spec.hub, name=spec.config, split=spec.split, revision=spec.revision)
     except (FileNotFoundError, ValueError, ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as err:

@@ -1,14 +1,13 @@
 """Load a base model, a LoRA adapter or a merged model for generation, with its tokenizer and template.
 
 What a path holds decides how it loads: a directory with ``adapter_config.json`` is a PEFT adapter whose base
-model is named in that file; a directory with ``config.json`` is a full (merged) model; anything else that looks
-like ``org/name`` is a Hub id. The prompt always comes from the tokenizer's chat template (see
+model is named in that file; a directory with ``config.json`` is a full (merged) model; a name that
+:func:`eeve_sft.hub.looks_like_path` does not take for a path is a Hub id. The prompt always comes from the tokenizer's chat template (see
 :mod:`eeve_sft.template`), and generation stops on every id of :func:`~eeve_sft.template.stop_token_ids`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +15,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import UserError, one_line
+from ..hub import check_model, hub_unavailable, looked_for, looks_like_path
 from ..template import apply_eeve_template, pad_token_id, special_token_ids
 from ..training.run_dir import RunDir
 
 DEFAULT_BASE_MODEL = "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
-
-# org/name or name, as the Hub spells ids; anything else (absolute, ./, ../, deeper paths) is a local path.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 @dataclass(frozen=True)
@@ -40,10 +37,6 @@ class ModelSource:
         return self.base if self.kind == "adapter" else self.path
 
 
-def looks_like_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.fullmatch(name)) and ".." not in name
-
-
 def resolve_base_model(adapter_dir: Path, base: str) -> str:
     """Find the base model an adapter names: as given (cwd), then under each parent of the adapter, then the Hub.
 
@@ -53,8 +46,8 @@ def resolve_base_model(adapter_dir: Path, base: str) -> str:
     found = RunDir(adapter_dir).find_near(base)
     if found is not None and found.is_dir():
         return str(found)
-    if not Path(base).expanduser().is_absolute() and looks_like_hub_id(base):
-        return base
+    if not looks_like_path(base):
+        return base  # a Hub id
     raise UserError(
         f"adapter {adapter_dir}: base model '{base}' not found (looked for it as given, "
         f"under the adapter's parent directories, and it is not a Hub id)"
@@ -81,9 +74,15 @@ def resolve_model_source(model_path: str | Path | None) -> ModelSource:
         raise UserError(
             f"{path} is not a model or adapter: it has no adapter_config.json or config.json{_in_run(path)}"
         )
-    if looks_like_hub_id(given):
-        return ModelSource(given, "model", given)
-    raise UserError(f"model path not found: {given}")
+    if looks_like_path(given):  # decided here without asking the Hub; loading asks it (check_model)
+        raise UserError(f"model path not found: {given}{looked_for(path)}")
+    return ModelSource(given, "model", given)
+
+
+def _cache_only(name: str) -> bool:
+    """Load a Hub id from the local cache only when the Hub cannot be used (checked before, in a few seconds),
+    instead of the libraries' retries."""
+    return not Path(name).expanduser().exists() and hub_unavailable() is not None
 
 
 def _in_run(path: Path) -> str:
@@ -108,11 +107,15 @@ def load_saved_tokenizer(source: ModelSource):
     The Hub release of the base model predates the project's template, and a directory saved without a
     template has nothing better to go by: both get the EEVE template.
     """
+    if source.kind == "adapter":  # the first thing loaded: a Hub id the Hub cannot give now fails here, at once
+        check_model(source.base, "base model")
+    else:
+        check_model(source.path)
     tokenizer_dir = source.path
     if source.kind == "adapter" and not (Path(source.path) / "tokenizer_config.json").is_file():
         tokenizer_dir = source.base
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=_cache_only(tokenizer_dir))
     except (OSError, ValueError) as err:
         raise UserError(
             f"cannot load the tokenizer of {source.given} from '{tokenizer_dir}': {one_line(err)}"
@@ -153,6 +156,9 @@ def quantization_config():
 def load_base_weights(source: ModelSource, dtype: torch.dtype, quantization=None, device_map=None):
     """`from_pretrained` on the full weights, with a load failure reported as one line naming the model."""
     kwargs = {"dtype": dtype}
+    if _cache_only(source.weights):
+        # transformers 5 does not hand local_files_only on to its adapter_config.json lookup; say it there too.
+        kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     if device_map is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError, one_line
+from ..hub import check_model
 
 FAISS_FILE = "dense.faiss"
 # Korean-capable, multilingual, 1024 dims, 8K context; `python data_prep/index_docs.py ... --embedding-model` names it.
@@ -31,8 +32,11 @@ def load_embedder(name_or_path: str, device: str | None = None):
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise UserError("dense retrieval needs sentence-transformers: pip install -e '.[rag]'") from None
+    cache_only = check_model(name_or_path, "embedding model", cached_file="modules.json")
     try:
-        return SentenceTransformer(str(path) if path.exists() else name_or_path, device=device or "cpu")
+        return SentenceTransformer(
+            str(path) if path.exists() else name_or_path, device=device or "cpu", local_files_only=cache_only
+        )
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise UserError(f"cannot load embedding model '{name_or_path}': {one_line(err)}") from None
 

@@ -17,7 +17,7 @@ import datasets
 from datasets import Dataset, DatasetDict, load_dataset
 
 from ..errors import UserError, one_line
-from ..hub import hub_unavailable
+from ..hub import check_dataset, looked_for
 from ..jsonfiles import iter_jsonl
 from ..template import ROLES
 
@@ -26,10 +26,6 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLIT_FILE_FORMATS = {".jsonl", ".parquet"}  # in a dataset directory; .json files there are metadata
-
-
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).suffix in LOCAL_FORMATS or Path(name).exists()
 
 
 def load_splits(dataset_name: str, dataset_config: str | None = None) -> DatasetDict:
@@ -50,25 +46,18 @@ def load_splits(dataset_name: str, dataset_config: str | None = None) -> Dataset
         if len(kinds) > 1:
             raise UserError(f"dataset directory {path} mixes JSON and Parquet files; keep one format")
         return _load_local(kinds.pop(), {p.stem: str(p) for p in files}, path)
-    if _looks_local(dataset_name):
-        if not path.is_file():
-            raise UserError(f"dataset file not found: {dataset_name}{_looked_for(path)}")
+    check_dataset(dataset_name, tuple(LOCAL_FORMATS))
+    if path.is_file():
         if path.suffix not in LOCAL_FORMATS:
             raise UserError(f"dataset file {path} must end in .jsonl, .json or .parquet")
         return _load_local(LOCAL_FORMATS[path.suffix], {"train": str(path)}, path)
-    not_local = f"dataset '{dataset_name}' is not a local file or directory and cannot be loaded from the Hub: "
-    unavailable = hub_unavailable()
-    if unavailable and unavailable != "HF_HUB_OFFLINE is set":  # offline mode reads the cache at once by itself
-        raise UserError(f"{not_local}{unavailable} (set HF_HUB_OFFLINE=1 to use a cached copy){_looked_for(path)}")
     try:
         return load_dataset(dataset_name, name=dataset_config)
     except (OSError, ValueError) as err:  # ConnectionError and DatasetNotFoundError are OSErrors
-        raise UserError(f"{not_local}{one_line(err)}{_looked_for(path)}") from None
-
-
-def _looked_for(path: Path) -> str:
-    """Where a relative dataset path was looked for: dataset_name is relative to the current directory."""
-    return "" if path.is_absolute() else f" (looked for {path.resolve()}, relative to the current directory)"
+        raise UserError(
+            f"dataset '{dataset_name}' is not a local file or directory and cannot be loaded from the Hub: "
+            f"{one_line(err)}{looked_for(path)}"
+        ) from None
 
 
 def _load_local(kind: str, files: dict[str, str], where: Path) -> DatasetDict:

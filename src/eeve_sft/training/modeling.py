@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from transformers import AutoTokenizer, GenerationConfig
 
 from ..errors import UserError, one_line
-from ..hub import hub_unavailable
+from ..hub import check_name, not_cached
 from ..template import apply_eeve_template, special_token_ids
 from .recipe import Recipe
-
-
-def hub_offline_for(name: str) -> str | None:
-    """Why `name` must come from the local cache (the Hub cannot be used now), or None: a local directory or a
-    reachable Hub. Loading then goes straight to the cache instead of retrying the network for about a minute."""
-    return None if Path(name).expanduser().is_dir() else hub_unavailable()
 
 
 def tokenizer_for_recipe(recipe: Recipe):
     """The model's fast tokenizer with the EEVE template installed and a pad token that is not the eos token."""
     model, training = recipe.model, recipe.training
-    offline = hub_offline_for(model.model_name_or_path)
+    offline = check_name(model.model_name_or_path, "model_name_or_path not found")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             model.model_name_or_path,
@@ -32,11 +24,7 @@ def tokenizer_for_recipe(recipe: Recipe):
     except OSError as err:
         name = model.model_name_or_path
         if offline:
-            where = "" if Path(name).is_absolute() else f" ({Path(name).resolve()})"
-            raise UserError(
-                f"cannot load a tokenizer from '{name}': it is no local directory{where} and no model in "
-                f"the local cache, and {offline}"
-            ) from None
+            raise UserError(f"cannot load a tokenizer from '{name}': {not_cached(name, offline)}") from None
         raise UserError(f"cannot load a tokenizer from '{name}': {one_line(err)}") from None
     if not tokenizer.is_fast:
         raise UserError(
@@ -75,8 +63,10 @@ def model_init_kwargs(recipe: Recipe) -> dict:
         "attn_implementation": model.attn_implementation,
         "dtype": model.dtype,
     }
-    if hub_offline_for(model.model_name_or_path):
-        kwargs["local_files_only"] = True  # the tokenizer came from the cache; the weights must too, without retries
+    if check_name(model.model_name_or_path, "model_name_or_path not found"):
+        # The tokenizer came from the cache; the weights must too, without retries (transformers 5 does not hand
+        # local_files_only on to its adapter_config.json lookup, so it is said there as well).
+        kwargs.update(local_files_only=True, adapter_kwargs={"local_files_only": True})
     kwargs.update(training.model_init_kwargs or {})
     return kwargs
 

@@ -92,17 +92,15 @@ class Recipe:
     project: ProjectArguments
     resolved: dict  # every key the recipe or the command line set, after base recipes and overrides
     notes: list[str] = field(default_factory=list)  # keys the parser set on the user's behalf, for the log
+    # What this machine lacks to train the recipe (parse_recipe with check_device=False; check_for_training adds
+    # its own), one line each.
+    hardware: list[str] = field(default_factory=list)
 
 
 def make_parser() -> TrlParser:
-    parser = TrlParser(DATACLASSES)
-
-    def fail(message: str) -> typing.NoReturn:
-        raise UserError(message)
-
-    parser.error = fail  # argparse would print usage and exit; we want one line and our own exit path
-    parser.allow_abbrev = False  # a misspelt flag must fail, not silently match a longer one
-    return parser
+    """TRL's parser for the four dataclasses: a misspelt flag never matches a longer one (no abbreviations), and a
+    bad value raises argparse.ArgumentError instead of printing usage and exiting."""
+    return TrlParser(DATACLASSES, allow_abbrev=False, exit_on_error=False)
 
 
 def _field_types() -> dict[str, object]:
@@ -115,7 +113,38 @@ def _field_types() -> dict[str, object]:
     return hints
 
 
+def _field_choices() -> dict[str, list]:
+    """The values a field accepts when it has a fixed set: those HfArgumentParser offers as choices (a field's
+    ``choices`` metadata, or the values of an Enum in its type)."""
+    choices = {}
+    for cls in DATACLASSES:
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            if "choices" in f.metadata:
+                choices[f.name] = list(f.metadata["choices"])
+                continue
+            hint = FIELD_TYPES[f.name]
+            enums = [a for a in (hint, *typing.get_args(hint)) if isinstance(a, type) and issubclass(a, enum.Enum)]
+            if enums:
+                choices[f.name] = [member.value for member in enums[0]]
+    return choices
+
+
+def _field_defaults() -> dict[str, object]:
+    defaults = {}
+    for cls in DATACLASSES:
+        for f in dataclasses.fields(cls):
+            if f.init and f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+            elif f.init and f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = f.default_factory()
+    return defaults
+
+
 FIELD_TYPES = _field_types()
+FIELD_CHOICES = _field_choices()
+FIELD_DEFAULTS = _field_defaults()
 VALID_KEYS = frozenset(FIELD_TYPES) | {BASE_KEY}
 
 
@@ -164,134 +193,171 @@ def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
-def _describe(action: argparse.Action, annotation: object) -> str:
-    if action.choices:
-        return "one of " + ", ".join(str(c) for c in action.choices)
+def _describe(key: str) -> str:
+    if key in FIELD_CHOICES:
+        return "one of " + ", ".join(str(c) for c in FIELD_CHOICES[key])
+    annotation = FIELD_TYPES[key]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         names = [getattr(a, "__name__", str(a)) for a in typing.get_args(annotation) if a is not type(None)]
         return " or ".join(names)
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _convert_one(key: str, value: object, action: argparse.Action, annotation: object) -> object:
-    """Convert a scalar the way argparse converts a command-line string, and check choices."""
-    if isinstance(value, (dict, list)):
-        raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
-    converted = value
-    if action.type is not None:
-        try:
-            converted = action.type(value if isinstance(value, str) else str(value))
-        except (ValueError, TypeError, argparse.ArgumentTypeError):
-            # HfArgumentParser gives `str | bool` fields a bool parser; a string is still a valid value there.
-            if not (isinstance(value, str) and allows_str(annotation)):
-                raise expects(f"recipe key '{key}'", _describe(action, annotation), value) from None
-    if isinstance(converted, enum.Enum):
-        converted = converted.value
-    if action.choices and converted not in [getattr(c, "value", c) for c in action.choices]:
-        raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
-    return converted
+def _takes_list(annotation: object) -> bool:
+    return any(typing.get_origin(a) is list for a in (annotation, *typing.get_args(annotation)))
+
+
+def _as_flag(parser: TrlParser, key: str, items: list[object]) -> object:
+    """What ``--key ITEM ...`` means on the command line: the parser's own conversion, so a recipe value and a
+    flag mean the same. Raises argparse.ArgumentError for a value the flag would refuse."""
+    # `--key=value` keeps a value that starts with "-" a value; several items must be separate words.
+    argv = [f"--{key}={items[0]}"] if len(items) == 1 else [f"--{key}", *map(str, items)]
+    namespace, remaining = parser.parse_known_args(argv)
+    if remaining:  # a list item that reads like a flag
+        raise argparse.ArgumentError(None, f"unexpected {remaining[0]!r}")
+    return getattr(namespace, key)
+
+
+def _convert(parser: TrlParser, key: str, value: object) -> object:
+    annotation = FIELD_TYPES[key]
+    if isinstance(value, dict) or (isinstance(value, list) and not _takes_list(annotation)):
+        raise expects(f"recipe key '{key}'", _describe(key), value)
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, (dict, list)) for item in items) or not items:
+        raise expects(f"recipe key '{key}'", _describe(key), value)
+    try:
+        converted = _as_flag(parser, key, items)
+    except argparse.ArgumentError:
+        # HfArgumentParser gives `str | bool` fields a bool parser; a string is still a valid value there.
+        if isinstance(value, str) and allows_str(annotation) and key not in FIELD_CHOICES:
+            return value
+        raise expects(f"recipe key '{key}'", _describe(key), value) from None
+    if isinstance(converted, list):
+        return [getattr(c, "value", c) for c in converted]
+    return getattr(converted, "value", converted)
 
 
 def check_values(values: dict, parser: TrlParser) -> dict:
-    """Type-check and convert every recipe value with the parser's own argparse types; return the converted mapping.
+    """Type-check and convert every recipe value as the command line would; return the converted mapping.
 
     The checks and messages are those of :mod:`eeve_sft.validation`, which checks mix files too.
     """
-    actions = {a.dest: a for a in parser._actions if a.dest in FIELD_TYPES}
     checked = {}
     for key, value in values.items():
-        action, annotation = actions[key], FIELD_TYPES[key]
+        annotation = FIELD_TYPES[key]
         if value is None:
             if not allows_none(annotation):
-                raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
+                raise expects(f"recipe key '{key}'", _describe(key), value)
             checked[key] = None
         elif isinstance(value, dict):
             if not allows_dict(annotation):
-                raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
+                raise expects(f"recipe key '{key}'", _describe(key), value)
             checked[key] = value
-        elif action.nargs in ("+", "*"):
-            items = value if isinstance(value, list) else [value]
-            checked[key] = [_convert_one(key, item, action, annotation) for item in items]
         else:
-            checked[key] = _convert_one(key, value, action, annotation)
+            checked[key] = _convert(parser, key, value)
     return checked
 
 
-def _parses(parser: TrlParser, key: str, value: str) -> bool:
-    action = next(a for a in parser._actions if a.dest == key)
+_UNSET = object()
+
+
+def command_line_values(overrides: list[str], parser: TrlParser) -> dict:
+    """The recipe keys that `overrides` (``--key value`` flags) set, converted; UserError for an unknown flag or a
+    bad value."""
+    # argparse leaves an attribute the namespace already holds when no flag sets it: what still holds the marker
+    # was not given.
+    namespace = argparse.Namespace(**dict.fromkeys(FIELD_TYPES, _UNSET))
     try:
-        action.type is None or action.type(value)
-    except (ValueError, TypeError, argparse.ArgumentTypeError):
-        return False
-    return True
-
-
-def _flags_given(argv: list[str], parser: TrlParser) -> set[str]:
-    """The dataclass fields that command-line flags in `argv` set."""
-    by_option = {opt: a.dest for a in parser._actions for opt in a.option_strings}
-    given = set()
-    for token in argv:
-        if token.startswith("--"):
-            option = token.split("=", 1)[0]
-            if option in by_option:  # HfArgumentParser gives --no_x the dest x already
-                given.add(by_option[option])
-    return given & set(FIELD_TYPES)
-
-
-def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_device: bool = True) -> Recipe:
-    """Read, merge, check and parse a recipe with command-line overrides; raise UserError on any mistake.
-
-    `check_device=False` is for tools that read a recipe without training (preview, evaluation): it skips
-    TrainingArguments' check that this machine supports the recipe's bf16/fp16.
-    """
-    overrides = list(overrides or [])
-    values = read_recipe(path)
-    parser = make_parser()
-    checked = check_values(values, parser)
-    # argparse re-parses string defaults with the field's type; keep back the strings it would reject
-    # (a `str | bool` field holding a string) and put them in after parsing.
-    deferred = {k: v for k, v in checked.items() if isinstance(v, str) and not _parses(parser, k, v)}
-    parser.set_defaults_with_config(**{k: (None if k in deferred else v) for k, v in checked.items()})
-
-    namespace, remaining = parser.parse_known_args(overrides)
-    given = _flags_given(overrides, parser)
-    for key, value in deferred.items():
-        if key not in given:
-            setattr(namespace, key, value)
+        namespace, remaining = parser.parse_known_args(overrides, namespace=namespace)
+    except argparse.ArgumentError as err:
+        raise UserError(one_line(err)) from None
     if remaining:
         flag = next((t for t in remaining if t.startswith("-")), remaining[0])
         name = flag.lstrip("-").split("=", 1)[0].replace("-", "_")
         hint = suggest_key(name) if flag.startswith("-") else ""
         raise UserError(f"unknown command-line argument '{flag}'{hint}")
-    followed = _follow_evaluation_off(namespace, given)
+    return {key: value for key, value in vars(namespace).items() if key in FIELD_TYPES and value is not _UNSET}
+
+
+PRECISION_KEYS = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval")
+
+
+def mixed_precision(values: dict) -> dict[str, bool]:
+    """The mixed-precision keys as training will take them: SFTConfig reads an unset bf16 as "bf16 unless fp16"."""
+    taken = {key: values.get(key, FIELD_DEFAULTS.get(key)) for key in PRECISION_KEYS}
+    if taken["bf16"] is None:
+        taken["bf16"] = not taken["fp16"]
+    return {key: bool(value) for key, value in taken.items()}
+
+
+def precision_facts(values: dict) -> list[str]:
+    """What this machine lacks for the recipe's mixed precision (TrainingArguments refuses such a recipe here)."""
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    if values.get("use_cpu"):
+        return []
+    taken, facts = mixed_precision(values), []
+    if (taken["bf16"] or taken["bf16_full_eval"]) and not is_torch_bf16_gpu_available():
+        unset = " (SFTConfig's default)" if values.get("bf16") is None else ""
+        facts.append(
+            f"bf16: true{unset} needs a GPU with bf16 (NVIDIA Ampere or newer), and this machine has none; "
+            "on a CPU set use_cpu: true"
+        )
+    if (taken["fp16"] or taken["fp16_full_eval"]) and not gpu_available():
+        facts.append("fp16: true needs a GPU, and this machine has none")
+    return facts
+
+
+def _without_precision_check(cls: type, kwargs: dict):
+    """Build TrainingArguments (SFTConfig) for a machine that will not train the recipe: without the mixed
+    precision its check refuses here, then with the recipe's values set back, as that check is all it does with
+    them beyond the ``mixed_precision`` it derives (tests/training/test_recipe.py checks both)."""
+    precision = {k: v for k, v in mixed_precision(kwargs).items() if v}
+    obj = cls(**{**kwargs, **dict.fromkeys(PRECISION_KEYS, False)})
+    for key, value in precision.items():
+        setattr(obj, key, value)
+    if precision.get("fp16") or precision.get("bf16"):
+        obj.mixed_precision = "fp16" if precision.get("fp16") else "bf16"
+    return obj
+
+
+def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_device: bool = True) -> Recipe:
+    """Read, merge, check and parse a recipe with command-line overrides; raise UserError on any mistake.
+
+    `check_device=False` is for reading a recipe on a machine that will not train it (``sft.py --check``, preview,
+    evaluation): what this machine lacks for the recipe's bf16/fp16 goes into ``Recipe.hardware`` instead of
+    failing.
+    """
+    overrides = list(overrides or [])
+    parser = make_parser()
+    checked = check_values(read_recipe(path), parser)
+    given = command_line_values(overrides, parser)
+    values = {**checked, **given}
+    followed = _follow_evaluation_off(values, set(given))
+    hardware = precision_facts(values)
+    if hardware and check_device:
+        raise UserError(f"{hardware[0]}; sft.py --check validates the recipe here without training")
 
     objects = []
     for cls in DATACLASSES:
         names = {f.name for f in dataclasses.fields(cls) if f.init}
-        kwargs = {k: v for k, v in vars(namespace).items() if k in names}
-        # Previewing or validating a GPU recipe on a CPU-only machine: TrainingArguments rejects bf16/fp16
-        # there, so build it without them and put the recipe's values back afterwards.
-        precision = {k: kwargs[k] for k in ("bf16", "fp16") if k in kwargs} if not check_device else {}
-        kwargs.update(dict.fromkeys(precision, False))
-        precision = {k: v for k, v in precision.items() if v}  # only explicit true values go back
+        kwargs = {k: v for k, v in values.items() if k in names}
         try:
-            obj = cls(**kwargs)
+            obj = _without_precision_check(cls, kwargs) if hardware and cls is SFTConfig else cls(**kwargs)
         except (ValueError, TypeError) as err:
             raise UserError(f"recipe {path}: {one_line(err)}") from None
-        for key, value in precision.items():
-            setattr(obj, key, value)
         objects.append(obj)
     script, training, model, project = objects
 
     resolved = dict(checked)
-    for key in given | set(followed):
-        value = getattr(namespace, key)
+    for key in set(given) | set(followed):
+        value = values[key]
         resolved[key] = value.value if isinstance(value, enum.Enum) else value
     notes = []
     if followed:
         changes = ", ".join(f"{key}: {_yaml_value(value)}" for key, value in followed.items())
         notes.append(f"eval_strategy is 'no', so evaluation is off: also set {changes}")
-    return Recipe(script, training, model, project, resolved, notes)
+    return Recipe(script, training, model, project, resolved, notes, hardware)
 
 
 # Keys that only mean something while evaluation runs, and their value when eval_strategy is 'no'.
@@ -302,20 +368,20 @@ def _yaml_value(value: object) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _follow_evaluation_off(namespace: argparse.Namespace, given: set[str]) -> dict:
+def _follow_evaluation_off(values: dict, given: set[str]) -> dict:
     """With --eval_strategy no on the command line, turn off the keys that need evaluation unless the command
     line set them too.
 
     One flag then turns evaluation off (TrainingArguments would refuse load_best_model_at_end without it, and
-    early stopping has nothing to watch). Returns the keys changed and their new values.
+    early stopping has nothing to watch). Changes `values`; returns the keys changed and their new values.
     """
-    strategy = getattr(namespace.eval_strategy, "value", namespace.eval_strategy)
+    strategy = getattr(values.get("eval_strategy"), "value", values.get("eval_strategy"))
     if strategy != "no" or "eval_strategy" not in given:  # a recipe file that says both is taken as it says
         return {}
     followed = {}
     for key, off in EVALUATION_KEYS.items():
-        if key not in given and getattr(namespace, key) != off:
-            setattr(namespace, key, off)
+        if key not in given and values.get(key, FIELD_DEFAULTS.get(key)) != off:
+            values[key] = off
             followed[key] = off
     return followed
 
@@ -329,21 +395,31 @@ def gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _check_float8_base(recipe: Recipe) -> None:
-    model, training = recipe.model, recipe.training
-    if not model.use_peft or model.load_in_4bit or model.load_in_8bit:
-        raise UserError(
-            "float8_base: true is for LoRA on an unquantized model: set use_peft: true, load_in_4bit: false"
+def hardware_facts(recipe: Recipe) -> list[str]:
+    """What this machine lacks to train `recipe` beyond its mixed precision: a GPU, or a GPU-only package."""
+    model, training, project = recipe.model, recipe.training, recipe.project
+    facts = []
+    if project.float8_base:
+        if importlib.util.find_spec("torchao") is None:
+            facts.append('float8_base: true needs torchao: pip install -e ".[fp8]", or set float8_base: false')
+        # On a CPU torch computes the FP8 products itself (slowly: for tests); a GPU needs FP8 matrix units.
+        elif not training.use_cpu and gpu_available() and torch.cuda.get_device_capability() < (8, 9):
+            facts.append("float8_base: true needs a GPU with FP8 matrix units (Ada, Hopper or newer); set it false")
+    if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):
+        facts.append("attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa")
+    if training.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        facts.append(
+            'use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false'
         )
-    if importlib.util.find_spec("torchao") is None:
-        raise UserError('float8_base: true needs torchao: pip install -e ".[fp8]", or set float8_base: false')
-    # On a CPU torch computes the FP8 products itself (slowly: for tests); a GPU needs FP8 matrix units.
-    if not training.use_cpu and gpu_available() and torch.cuda.get_device_capability() < (8, 9):
-        raise UserError("float8_base: true needs a GPU with FP8 matrix units (Ada, Hopper or newer); set it false")
+    return facts
 
 
-def check_for_training(recipe: Recipe) -> None:
-    """Checks across keys that TRL leaves to fail late (after the model has loaded) or never."""
+def check_for_training(recipe: Recipe, check_only: bool = False) -> list[str]:
+    """Checks across keys that TRL leaves to fail late (after the model has loaded) or never.
+
+    What this machine lacks to train the recipe (:func:`hardware_facts`) is an error, or with `check_only` (the
+    recipe trains elsewhere) one of the notes returned, with those of :attr:`Recipe.hardware`.
+    """
     model, training, project = recipe.model, recipe.training, recipe.project
     if not model.model_name_or_path:
         raise UserError("no model_name_or_path: set it in the recipe or pass --model_name_or_path")
@@ -355,16 +431,12 @@ def check_for_training(recipe: Recipe) -> None:
         )
     if project.fused_lora and not model.use_peft:
         raise UserError("fused_lora: true needs LoRA adapters: set use_peft: true, or fused_lora: false")
-    if project.float8_base:
-        _check_float8_base(recipe)
+    if project.float8_base and (not model.use_peft or model.load_in_4bit or model.load_in_8bit):
+        raise UserError(
+            "float8_base: true is for LoRA on an unquantized model: set use_peft: true, load_in_4bit: false"
+        )
     if training.packing and training.max_length is None:
         raise UserError("packing needs max_length")
-    if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):
-        raise UserError("attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa")
-    if training.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
-        raise UserError(
-            'use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false'
-        )
     if project.early_stopping_patience is not None:
         if project.early_stopping_patience < 1:
             raise UserError("early_stopping_patience must be at least 1 (null turns early stopping off)")
@@ -384,6 +456,10 @@ def check_for_training(recipe: Recipe) -> None:
         )
     if not 0.0 <= project.eval_fraction < 1.0:
         raise UserError(f"eval_fraction must be in [0, 1), got {project.eval_fraction}")
+    facts = hardware_facts(recipe)
+    if facts and not check_only:
+        raise UserError(facts[0])
+    return [*recipe.hardware, *facts] if check_only else []
 
 
 KEY_GROUPS = {

@@ -310,16 +310,14 @@ def full_configuration(recipe) -> dict:
     return dict(sorted(config.items()))
 
 
-def collect_run_info(
-    argv: list[str], seed: int, fingerprints: dict[str, str], data_stats: dict, configuration: dict | None = None
-) -> dict:
+def machine_info(packages: tuple[str, ...] = PACKAGES) -> dict:
+    """The code and machine a run (or a bug report, scripts/env.py) comes from: git commit, Python, platform,
+    torch with its CUDA and GPUs, and the versions of `packages`."""
     import torch
 
-    versions = package_versions(PACKAGES)
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain") if commit else None
     return {
-        "command": [sys.executable, *argv],
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
         "python": platform.python_version(),
@@ -327,8 +325,17 @@ def collect_run_info(
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "packages": package_versions(packages),
+    }
+
+
+def collect_run_info(
+    argv: list[str], seed: int, fingerprints: dict[str, str], data_stats: dict, configuration: dict | None = None
+) -> dict:
+    return {
+        "command": [sys.executable, *argv],
+        **machine_info(),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        "packages": versions,
         "seed": seed,
         "dataset_fingerprints": fingerprints,
         "data": data_stats,
