@@ -380,11 +380,9 @@ def build_app(page: ChatPage, title: str = "EEVE chat"):
             except UserError as err:
                 raise gr.Error(str(err)) from None
             state = state or page.new_session()
+            yield *state.shown, state  # an empty message changes nothing, but a handler must answer
             for shown in page.respond(message, state, sampling, system_line):
                 yield *shown, state
-
-        def take(message):
-            return "", message
 
         def on_clear():
             fresh = page.new_session()
@@ -399,11 +397,12 @@ def build_app(page: ChatPage, title: str = "EEVE chat"):
                 gr.Timer(active=not done),
             )
 
-        # A sent message leaves the box at once and travels with its own event, so the next one can be typed and
-        # sent during a generation: it waits in the queue ("multiple") instead of being dropped.
+        # A sent message leaves the box at once, in the browser (a round trip to the server could wipe what is
+        # typed next), and travels with its own event, so the next one can be typed and sent during a
+        # generation: it waits in the queue ("multiple") instead of being dropped.
         sent = gr.Textbox(visible="hidden")
         for trigger in (box.submit, send.click):
-            trigger(take, box, [box, sent], queue=False, trigger_mode="multiple").then(
+            trigger(None, box, [box, sent], js="(message) => ['', message]", trigger_mode="multiple").then(
                 on_message,
                 [sent, session, system, *settings],
                 [*chatbots, session],
