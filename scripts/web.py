@@ -3,7 +3,8 @@
     python scripts/web.py --model-path PATH [--model-path PATH2] [--rag INDEX_DIR] [--host 127.0.0.1] [--port 7860]
 
 PATH is what chat.py takes (OUTPUT_DIR/final, a checkpoint, a merged model, a Hub id; default: the EEVE base).
-With a second --model-path every message is answered by both models side by side. With --rag every user turn is
+With a second --model-path every message is answered by both models side by side; as in evaluate.py, `base`
+stands for the base model of the adapter given beside it. With --rag every user turn is
 answered from the passages retrieved from INDEX_DIR, shown under the answers. The page binds to 127.0.0.1 (only
 this machine) unless --host says otherwise, offers no public share link, and writes conversations to disk only
 with --save-dir. Sampling settings and the system line given here are the page's starting values.
@@ -24,7 +25,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--model-path",
         action="append",
-        help="adapter, merged model or Hub id (default: the EEVE base model); give it twice to compare two models",
+        help="adapter, merged model, Hub id or base (default: the EEVE base model); twice compares two models",
     )
     parser.add_argument("--rag", metavar="INDEX_DIR", help="retrieve passages from this index for every user turn")
     parser.add_argument("--rag-top-k", type=int, default=3, help="passages retrieved per turn with --rag (default 3)")
@@ -61,9 +62,8 @@ def is_loopback(host: str) -> bool:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    paths = args.model_path or [None]
-    if len(paths) > 2:
-        raise UserError(f"--model-path: at most two models side by side, got {len(paths)}")
+    if args.model_path and len(args.model_path) > 2:
+        raise UserError(f"--model-path: at most two models side by side, got {len(args.model_path)}")
     if args.rag_top_k < 1:
         raise UserError(f"--rag-top-k must be at least 1, got {args.rag_top_k}")
     if args.max_input_chars < 1:
@@ -74,10 +74,11 @@ def main(argv: list[str]) -> None:
         if save_dir.exists() and not save_dir.is_dir():
             raise UserError(f"--save-dir {save_dir} is a file, not a folder")
         save_dir.mkdir(parents=True, exist_ok=True)
+    from eeve_sft.evaluation.politeness import expand_model_paths
     from eeve_sft.inference.loading import load_for_inference, resolve_model_source
 
-    for path in paths:
-        resolve_model_source(path)  # a bad path fails before any weights load
+    # A bad path fails before any weights load; "base" is the base model of the adapter beside it, as in evaluate.py.
+    sources = expand_model_paths(args.model_path) if args.model_path else [resolve_model_source(None)]
     check_address(args.host, args.port)
     try:
         import gradio  # noqa: F401  (checked before the models load)
@@ -91,9 +92,9 @@ def main(argv: list[str]) -> None:
 
         index = RetrievalIndex(args.rag)
     models = []
-    for n, path in enumerate(paths):
-        model, tokenizer = load_for_inference(path, load_in_4bit=args.load_in_4bit, device=args.device)
-        name = short_name(path or resolve_model_source(None).given)
+    for n, source in enumerate(sources):
+        model, tokenizer = load_for_inference(source.path, load_in_4bit=args.load_in_4bit, device=args.device)
+        name = short_name(source.given)
         models.append(ChatModel(name if n == 0 or name != models[0].name else f"{name} (2)", model, tokenizer))
     page = ChatPage(
         models,

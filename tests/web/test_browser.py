@@ -60,7 +60,7 @@ def served_page(tmp_path):
     command = [
         sys.executable,
         "scripts/web.py",
-        *("--model-path", str(DEMO_MODEL), "--model-path", str(adapter)),  # base against adapter
+        *("--model-path", "base", "--model-path", str(adapter)),  # base: the one the adapter names
         *("--rag", str(tmp_path / "wms_index"), "--rag-top-k", "2"),
         *("--port", str(port), "--device", "cpu", "--greedy", "--max-new-tokens", "24"),
     ]

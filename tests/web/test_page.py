@@ -192,6 +192,7 @@ def test_page_settings_become_sampling_and_bad_ones_are_one_line(demo):
         (["--top-p", "2"], "top_p must be in (0, 1], got 2.0"),
         (["--colour"], "unrecognized arguments: --colour"),
         (["--model-path", "no/such/dir/model"], "model path not found: no/such/dir/model"),
+        (["--model-path", "base"], "'base' stands for the base model of the adapters given"),
     ],
 )
 def test_cli_bad_flags_are_one_line(capsys, argv, message):
