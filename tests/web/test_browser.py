@@ -110,6 +110,7 @@ def chromium(binary: str, driver: str):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--disable-dev-shm-usage",  # containers often give /dev/shm too little room for a renderer
         "--window-size=1400,1000",
         f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
     ):
