@@ -21,6 +21,7 @@ CLIS = [
     "scripts/compare.py",
     "scripts/merge_adapter.py",
     "scripts/build_demo_model.py",
+    "scripts/web.py",
     "data_prep/build_dataset.py",
     "data_prep/speech_level.py",
 ]
