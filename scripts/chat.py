@@ -16,9 +16,7 @@ from dataclasses import asdict
 
 from eeve_sft.errors import UserError, run_cli
 from eeve_sft.hub import check_model
-from eeve_sft.inference.sampling import SamplingConfig
-
-DEFAULTS = SamplingConfig()
+from eeve_sft.inference.sampling import add_chat_sampling_flags, chat_sampling
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -28,13 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--prompt", help="answer this one message and exit")
     parser.add_argument("--system", help="system prompt (default: the one saved in the template)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
-    parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
-    parser.add_argument("--top-p", type=float, default=DEFAULTS.top_p)
-    parser.add_argument("--top-k", type=int, default=DEFAULTS.top_k)
-    parser.add_argument("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty)
-    parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    parser.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    add_chat_sampling_flags(parser)
     parser.add_argument("--rag", metavar="INDEX_DIR", help="retrieve passages from this index for every user turn")
     parser.add_argument("--rag-top-k", type=int, default=3, help="passages retrieved per turn with --rag (default 3)")
     return parser.parse_args(argv)
@@ -42,15 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    sampling = SamplingConfig(
-        max_new_tokens=args.max_new_tokens,
-        do_sample=not args.greedy,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-    )
+    sampling = chat_sampling(args)
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("--prompt is empty")
     if args.model_path:

@@ -22,6 +22,7 @@ CLIS = [
     "scripts/merge_adapter.py",
     "scripts/build_demo_model.py",
     "scripts/env.py",
+    "scripts/web.py",
     "data_prep/build_dataset.py",
     "data_prep/speech_level.py",
 ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TextIO
 
 import torch
-from transformers import TextStreamer, set_seed
+from transformers import TextIteratorStreamer, TextStreamer, set_seed
 
 from ..template import encode_prompt, pad_token_id, stop_token_ids
 from . import generation
@@ -134,6 +135,35 @@ class AnswerStreamer(TextStreamer):
             out.write("\n")
             self._started = False
         out.flush()
+
+
+def stream_answer(model, tokenizer, messages: list[dict], sampling: SamplingConfig) -> Iterator[str]:
+    """Answer one conversation through :func:`generate`, yielding the answer so far as tokens arrive.
+
+    The last value is the whole answer exactly as :func:`generate` returns it. A failure in the generation
+    is raised here, in the caller's thread.
+    """
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["answer"] = generate(model, tokenizer, messages, streamer=streamer, **asdict(sampling))
+        except BaseException as err:  # handed to the caller's thread below
+            outcome["error"] = err
+            streamer.end()  # let the loop below stop waiting for text
+
+    thread = threading.Thread(target=work, name="stream-answer", daemon=True)
+    thread.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        if text.strip():
+            yield text.strip()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["answer"]
 
 
 CHAT_HELP = "Type a message. /reset starts a new conversation, /exit quits."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -70,3 +71,28 @@ class SamplingConfig:
 # Greedy and no repetition penalty: answers are reproducible and do not depend on the batch they were in
 # (a penalty would also penalise the </s> padding of shorter prompts).
 EVAL_SAMPLING = SamplingConfig(max_new_tokens=512, do_sample=False, repetition_penalty=1.0)
+
+
+def add_chat_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """The decoding flags of the chat CLIs (chat.py, web.py), defaulting to :class:`SamplingConfig`'s values."""
+    defaults = SamplingConfig()
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    parser.add_argument("--top-p", type=float, default=defaults.top_p)
+    parser.add_argument("--top-k", type=int, default=defaults.top_k)
+    parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    parser.add_argument("--seed", type=int, help="seed for reproducible sampling")
+
+
+def chat_sampling(args: argparse.Namespace) -> SamplingConfig:
+    """The SamplingConfig the flags of :func:`add_chat_sampling_flags` ask for (a bad value is a UserError)."""
+    return SamplingConfig(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=not args.greedy,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
