@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+from trl import DPOConfig, ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from ..errors import UserError, one_line, yaml_problem
 from ..validation import allows_dict, allows_none, allows_str, closest_key, expects
@@ -79,7 +79,22 @@ class ProjectArguments:
     )
 
 
+@dataclass
+class DPOArguments:
+    """The keys a preference (DPO) recipe adds: the SFT run it starts from."""
+
+    sft_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "The SFT adapter DPO starts from (an SFT run's final/ or checkpoint-N/, or the run folder): the "
+            "policy continues it and the reference is the SFT model. Relative to the current directory."
+        },
+    )
+
+
 DATACLASSES = (ScriptArguments, SFTConfig, ModelConfig, ProjectArguments)
+# scripts/dpo.py: TRL's DPOConfig in place of SFTConfig, plus DPOArguments (parse_recipe's `classes`).
+DPO_DATACLASSES = (ScriptArguments, DPOConfig, ModelConfig, ProjectArguments, DPOArguments)
 
 
 @dataclass
@@ -92,10 +107,15 @@ class Recipe:
     project: ProjectArguments
     resolved: dict  # every key the recipe or the command line set, after base recipes and overrides
     notes: list[str] = field(default_factory=list)  # keys the parser set on the user's behalf, for the log
+    dpo: DPOArguments | None = None  # a DPO recipe's own keys (parsed with DPO_DATACLASSES)
+
+    @property
+    def argument_objects(self) -> tuple:
+        return (self.script, self.training, self.model, self.project, *((self.dpo,) if self.dpo else ()))
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser(DATACLASSES)
+def make_parser(classes: tuple = DATACLASSES) -> TrlParser:
+    parser = TrlParser(classes)
 
     def fail(message: str) -> typing.NoReturn:
         raise UserError(message)
@@ -105,9 +125,9 @@ def make_parser() -> TrlParser:
     return parser
 
 
-def _field_types() -> dict[str, object]:
+def _field_types(classes: tuple = DATACLASSES) -> dict[str, object]:
     hints: dict[str, object] = {}
-    for cls in DATACLASSES:
+    for cls in classes:
         resolved = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.init:
@@ -117,17 +137,25 @@ def _field_types() -> dict[str, object]:
 
 FIELD_TYPES = _field_types()
 VALID_KEYS = frozenset(FIELD_TYPES) | {BASE_KEY}
+_SCHEMAS = {DATACLASSES: FIELD_TYPES, DPO_DATACLASSES: _field_types(DPO_DATACLASSES)}
 
 
-def suggest_key(key: str) -> str:
+def field_types(classes: tuple = DATACLASSES) -> dict[str, object]:
+    """Every key of the recipe kind `classes` and its annotation."""
+    return _SCHEMAS[classes]
+
+
+def suggest_key(key: str, classes: tuple = DATACLASSES) -> str:
     """The hint appended to an unknown-key error: the renamed key, or the closest valid one."""
     if key in RENAMED_KEYS:
         return f"; it was renamed, use '{RENAMED_KEYS[key]}'"
-    close = closest_key(key, VALID_KEYS)
+    if classes == DATACLASSES and key in field_types(DPO_DATACLASSES):
+        return "; it is a key of DPO recipes: train those with scripts/dpo.py"
+    close = closest_key(key, frozenset(field_types(classes)) | {BASE_KEY})
     return f"; did you mean '{close}'?" if close else ""
 
 
-def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = (), classes: tuple = DATACLASSES) -> dict:
     """Read a recipe YAML and merge in its base recipes (the recipe's own keys win)."""
     path = Path(path)
     if not path.is_file():
@@ -152,16 +180,25 @@ def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
     for key in data:
-        if not isinstance(key, str) or key not in VALID_KEYS:
-            raise UserError(f"recipe {path}: unknown key '{key}'{suggest_key(str(key))}")
+        if not isinstance(key, str) or (key not in field_types(classes) and key != BASE_KEY):
+            raise UserError(f"recipe {path}: unknown key '{key}'{suggest_key(str(key), classes)}")
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data
     if not isinstance(base, str):
         raise UserError(f"recipe {path}: '{BASE_KEY}' expects a path to another recipe, got {base!r}")
-    merged = read_recipe(path.parent / base, (*_seen, resolved_path))
+    merged = read_recipe(path.parent / base, (*_seen, resolved_path), classes)
     merged.update(data)
     return merged
+
+
+def recipe_classes(path: str | Path) -> tuple:
+    """The kind of the recipe at `path`: DPO_DATACLASSES when it or a base recipe sets sft_adapter, else DATACLASSES
+    (whose parse then reports any mistake)."""
+    try:
+        return DPO_DATACLASSES if "sft_adapter" in read_recipe(path, classes=DPO_DATACLASSES) else DATACLASSES
+    except UserError:
+        return DATACLASSES
 
 
 def _describe(action: argparse.Action, annotation: object) -> str:
@@ -192,15 +229,16 @@ def _convert_one(key: str, value: object, action: argparse.Action, annotation: o
     return converted
 
 
-def check_values(values: dict, parser: TrlParser) -> dict:
+def check_values(values: dict, parser: TrlParser, classes: tuple = DATACLASSES) -> dict:
     """Type-check and convert every recipe value with the parser's own argparse types; return the converted mapping.
 
     The checks and messages are those of :mod:`eeve_sft.validation`, which checks mix files too.
     """
-    actions = {a.dest: a for a in parser._actions if a.dest in FIELD_TYPES}
+    types_ = field_types(classes)
+    actions = {a.dest: a for a in parser._actions if a.dest in types_}
     checked = {}
     for key, value in values.items():
-        action, annotation = actions[key], FIELD_TYPES[key]
+        action, annotation = actions[key], types_[key]
         if value is None:
             if not allows_none(annotation):
                 raise expects(f"recipe key '{key}'", _describe(action, annotation), value)
@@ -226,7 +264,7 @@ def _parses(parser: TrlParser, key: str, value: str) -> bool:
     return True
 
 
-def _flags_given(argv: list[str], parser: TrlParser) -> set[str]:
+def _flags_given(argv: list[str], parser: TrlParser, classes: tuple = DATACLASSES) -> set[str]:
     """The dataclass fields that command-line flags in `argv` set."""
     by_option = {opt: a.dest for a in parser._actions for opt in a.option_strings}
     given = set()
@@ -235,38 +273,41 @@ def _flags_given(argv: list[str], parser: TrlParser) -> set[str]:
             option = token.split("=", 1)[0]
             if option in by_option:  # HfArgumentParser gives --no_x the dest x already
                 given.add(by_option[option])
-    return given & set(FIELD_TYPES)
+    return given & set(field_types(classes))
 
 
-def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_device: bool = True) -> Recipe:
+def parse_recipe(
+    path: str | Path, overrides: list[str] | None = None, check_device: bool = True, classes: tuple = DATACLASSES
+) -> Recipe:
     """Read, merge, check and parse a recipe with command-line overrides; raise UserError on any mistake.
 
     `check_device=False` is for tools that read a recipe without training (preview, evaluation): it skips
-    TrainingArguments' check that this machine supports the recipe's bf16/fp16.
+    TrainingArguments' check that this machine supports the recipe's bf16/fp16. `classes` is the recipe's kind:
+    DATACLASSES (SFT) or DPO_DATACLASSES.
     """
     overrides = list(overrides or [])
-    values = read_recipe(path)
-    parser = make_parser()
-    checked = check_values(values, parser)
+    values = read_recipe(path, classes=classes)
+    parser = make_parser(classes)
+    checked = check_values(values, parser, classes)
     # argparse re-parses string defaults with the field's type; keep back the strings it would reject
     # (a `str | bool` field holding a string) and put them in after parsing.
     deferred = {k: v for k, v in checked.items() if isinstance(v, str) and not _parses(parser, k, v)}
     parser.set_defaults_with_config(**{k: (None if k in deferred else v) for k, v in checked.items()})
 
     namespace, remaining = parser.parse_known_args(overrides)
-    given = _flags_given(overrides, parser)
+    given = _flags_given(overrides, parser, classes)
     for key, value in deferred.items():
         if key not in given:
             setattr(namespace, key, value)
     if remaining:
         flag = next((t for t in remaining if t.startswith("-")), remaining[0])
         name = flag.lstrip("-").split("=", 1)[0].replace("-", "_")
-        hint = suggest_key(name) if flag.startswith("-") else ""
+        hint = suggest_key(name, classes) if flag.startswith("-") else ""
         raise UserError(f"unknown command-line argument '{flag}'{hint}")
     followed = _follow_evaluation_off(namespace, given)
 
     objects = []
-    for cls in DATACLASSES:
+    for cls in classes:
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         kwargs = {k: v for k, v in vars(namespace).items() if k in names}
         # Previewing or validating a GPU recipe on a CPU-only machine: TrainingArguments rejects bf16/fp16
@@ -281,7 +322,7 @@ def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_dev
         for key, value in precision.items():
             setattr(obj, key, value)
         objects.append(obj)
-    script, training, model, project = objects
+    script, training, model, project, *extra = objects
 
     resolved = dict(checked)
     for key in given | set(followed):
@@ -291,7 +332,7 @@ def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_dev
     if followed:
         changes = ", ".join(f"{key}: {_yaml_value(value)}" for key, value in followed.items())
         notes.append(f"eval_strategy is 'no', so evaluation is off: also set {changes}")
-    return Recipe(script, training, model, project, resolved, notes)
+    return Recipe(script, training, model, project, resolved, notes, dpo=extra[0] if extra else None)
 
 
 # Keys that only mean something while evaluation runs, and their value when eval_strategy is 'no'.
@@ -349,7 +390,7 @@ def check_for_training(recipe: Recipe) -> None:
         raise UserError("no model_name_or_path: set it in the recipe or pass --model_name_or_path")
     if (model.load_in_4bit or model.load_in_8bit) and not model.use_peft:
         raise UserError("a quantized model trains only through adapters: set use_peft: true (QLoRA)")
-    if training.chat_template_path:
+    if getattr(training, "chat_template_path", None):
         raise UserError(
             "chat_template_path is not used: the EEVE template is fixed; change its system line with system_prompt"
         )
@@ -357,7 +398,7 @@ def check_for_training(recipe: Recipe) -> None:
         raise UserError("fused_lora: true needs LoRA adapters: set use_peft: true, or fused_lora: false")
     if project.float8_base:
         _check_float8_base(recipe)
-    if training.packing and training.max_length is None:
+    if getattr(training, "packing", False) and training.max_length is None:
         raise UserError("packing needs max_length")
     if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):
         raise UserError("attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa")
@@ -391,15 +432,18 @@ KEY_GROUPS = {
     SFTConfig: "training (trl.SFTConfig, with every transformers.TrainingArguments field)",
     ModelConfig: "model, quantisation and LoRA (trl.ModelConfig)",
     ProjectArguments: "this project's keys",
+    DPOConfig: "training (trl.DPOConfig, with every transformers.TrainingArguments field)",
+    DPOArguments: "this project's preference (DPO) keys",
 }
 
 
-def describe_keys() -> str:
-    """Every recipe key with its default and help, grouped by the dataclass that defines it (for sft.py --keys)."""
+def describe_keys(classes: tuple = DATACLASSES) -> str:
+    """Every recipe key with its default and help, grouped by the dataclass that defines it (for --keys)."""
     lines = [
         f"{BASE_KEY} (default: none)\n    path of a recipe to inherit, relative to this recipe; this recipe's keys win"
     ]
-    for cls, title in KEY_GROUPS.items():
+    for cls in classes:
+        title = KEY_GROUPS[cls]
         lines.append(f"\n== {title}")
         for f in dataclasses.fields(cls):
             if not f.init or f.name.startswith("_"):
