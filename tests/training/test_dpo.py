@@ -1,5 +1,5 @@
 """DPO after SFT on the CPU demo: pairs built from data/demo, the demo SFT run continued, the preference measure
-moved to at least 0.9; bad inputs stopped in one line."""
+moved to at least 0.9; the run read by compare and merged into one model; bad inputs stopped in one line."""
 
 from __future__ import annotations
 
@@ -66,6 +66,35 @@ def test_the_policy_starts_from_the_sft_adapter(dpo_run, demo_run):
     assert moved and all((sft[k] - dpo[k]).abs().max() < 1.0 for k in sft)  # continued, not restarted
 
 
+def test_compare_puts_sft_and_dpo_side_by_side(dpo_run, demo_run, tmp_path):
+    from eeve_sft.evaluation.compare import compare_runs
+
+    out = compare_runs([demo_run, dpo_run], tmp_path / "cmp")
+    report = (out / "compare.md").read_text(encoding="utf-8")
+    summary = json.loads((dpo_run / "summary.json").read_text())["preference"]
+    assert f"| preference on held-out pairs, SFT start | — | {100 * summary['sft_start']:.1f}% |" in report
+    assert f"| preference on held-out pairs, end | — | {100 * summary['end']:.1f}% |" in report
+    assert "| `sft_adapter` |" in report and "| `beta` |" in report
+    assert "![reward margin and accuracy against step](reward_curves.png)" in report
+    assert (out / "reward_curves.png").stat().st_size > 10_000
+
+
+def test_merging_folds_both_stages_into_one_model(dpo_run, tmp_path):
+    import torch
+
+    from eeve_sft.inference.export import merge_adapter
+    from eeve_sft.inference.loading import load_for_inference
+
+    merged_dir = merge_adapter(str(dpo_run / "final"), tmp_path / "merged", dtype="float32")
+    card = (merged_dir / "README.md").read_text(encoding="utf-8")
+    assert "DPOTrainer" in card and "preference" in card
+    adapter, tokenizer = load_for_inference(str(dpo_run / "final"), device="cpu")
+    merged, _ = load_for_inference(str(merged_dir), device="cpu")
+    ids = tokenizer("반말로 물어도 존댓말로 답해요", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(adapter(ids).logits, merged(ids).logits, atol=1e-4)
+
+
 def write_pairs(path, rows):
     path.mkdir(parents=True, exist_ok=True)
     for split in ("train", "eval"):
@@ -125,3 +154,16 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(demo_run, tmp_path, ca
     assert load_script("dpo").main([*base, *good, *pairs]) is None
     assert "pairs checked (1 train pairs, 1 eval pairs)" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_evaluate_reads_a_dpo_run_and_sft_points_a_dpo_recipe_to_dpo_py(dpo_run, demo_pairs):
+    from eeve_sft.errors import UserError
+    from eeve_sft.evaluation.loss import load_eval_data
+    from eeve_sft.training.recipe import parse_recipe
+
+    data = load_eval_data(dpo_run)  # --recipe RUN: the loss on the held-out pairs' chosen conversations
+    first = json.loads((demo_pairs / "eval.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert data.conversations[0] == first["prompt"] + first["chosen"] and data.assistant_only_loss
+    assert "chosen answers of" in data.description
+    with pytest.raises(UserError, match="unknown key 'sft_adapter'; it is a key of DPO recipes: train those with"):
+        parse_recipe(DPO_RECIPE, check_device=False)
