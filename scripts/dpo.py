@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
     check_only = "--check" in argv[1:]
     overrides = [a for a in argv[1:] if a != "--check"]
 
-    from eeve_sft.training.preference import resolve_sft_adapter, select_pairs
+    from eeve_sft.training.preference import adapter_lora_settings, resolve_sft_adapter, select_pairs
     from eeve_sft.training.recipe import check_for_training, parse_recipe
     from eeve_sft.training.run_dir import RunDir
 
@@ -58,6 +58,9 @@ def main(argv: list[str]) -> None:
     check_for_training(recipe)
     check_for_dpo(recipe)
     adapter = resolve_sft_adapter(recipe)
+    for key, value in adapter_lora_settings(adapter).items():  # recorded as trained: the SFT adapter's shape
+        setattr(recipe.model, key, value)
+        recipe.resolved[key] = value
 
     run = RunDir(training.output_dir)
     resume = resume_target(run, training.resume_from_checkpoint)

@@ -75,6 +75,7 @@ def test_compare_puts_sft_and_dpo_side_by_side(dpo_run, demo_run, tmp_path):
     assert f"| preference on held-out pairs, SFT start | — | {100 * summary['sft_start']:.1f}% |" in report
     assert f"| preference on held-out pairs, end | — | {100 * summary['end']:.1f}% |" in report
     assert "| `sft_adapter` |" in report and "| `beta` |" in report
+    assert "`lora_r`" not in report and "`lora_modules_to_save`" not in report  # the SFT adapter's, recorded as such
     assert "![reward margin and accuracy against step](reward_curves.png)" in report
     assert (out / "reward_curves.png").stat().st_size > 10_000
 

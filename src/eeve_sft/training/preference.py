@@ -145,6 +145,34 @@ def resolve_sft_adapter(recipe: Recipe) -> Path:
     return path
 
 
+# ModelConfig's LoRA keys and their names in adapter_config.json.
+LORA_KEYS = {
+    "lora_r": "r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "lora_target_modules": "target_modules",
+    "lora_modules_to_save": "modules_to_save",
+    "use_rslora": "use_rslora",
+    "use_dora": "use_dora",
+}
+
+
+def adapter_lora_settings(adapter: Path) -> dict:
+    """The LoRA keys the policy trains with, which are the SFT adapter's (a DPO recipe's own lora_* keys do
+    nothing): as the adapter's SFT run recorded them, else from its adapter_config.json."""
+    from .run_dir import RunDir
+
+    run = RunDir.containing(adapter)
+    try:
+        recorded = run.configuration() if run else {}
+    except UserError:
+        recorded = {}
+    if all(key in recorded for key in LORA_KEYS):
+        return {key: recorded[key] for key in LORA_KEYS}
+    config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    return {key: config.get(name) for key, name in LORA_KEYS.items()}
+
+
 def load_policy(recipe: Recipe, adapter: Path):
     """The base model (quantized as the recipe says) with the SFT adapter loaded trainable: the DPO policy."""
     from peft import PeftModel
