@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from eeve_sft.errors import UserError
-from eeve_sft.training.recipe import check_for_training, dump_recipe, parse_recipe
+from eeve_sft.training.recipe import check_for_training, dump_recipe, parse_recipe, recipe_classes
 from helpers import REPO, error_line, run_script
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -39,7 +39,7 @@ def test_every_shipped_recipe_parses_and_passes_training_checks(path, monkeypatc
             importlib.machinery.ModuleSpec(name, None) if name == "liger_kernel" else real_find_spec(name, *a)
         ),
     )
-    recipe = parse_recipe(path, check_device=False)
+    recipe = parse_recipe(path, check_device=False, classes=recipe_classes(path))
     check_for_training(recipe)
     assert recipe.model.model_name_or_path
 

@@ -20,19 +20,28 @@ class EvalData:
 
 
 def load_eval_data(recipe_or_run_dir: str | Path, limit: int | None = None) -> EvalData:
-    """The eval split a recipe trains against, selected exactly as training selects it."""
+    """The eval split a recipe trains against, selected exactly as training selects it; for a DPO recipe, its
+    held-out pairs' chosen (존댓말) conversations."""
     from ..training.assembly import select_data
-    from ..training.recipe import parse_recipe
+    from ..training.recipe import parse_recipe, recipe_classes
     from ..training.run_dir import RunDir
 
     path = Path(recipe_or_run_dir)
     recipe_file = path / "recipe.yaml" if path.is_dir() else path
     if path.is_dir() and not recipe_file.is_file():
         raise UserError(f"{path} has no recipe.yaml: give a recipe file or a training run directory")
-    recipe = parse_recipe(recipe_file, check_device=False)
+    recipe = parse_recipe(recipe_file, check_device=False, classes=recipe_classes(recipe_file))
     script, training = recipe.script, recipe.training
     # A relative dataset path is as given (cwd), else found through the run's parents (a run read elsewhere).
     found = RunDir(recipe_file.parent).find_near(script.dataset_name)
+    if recipe.dpo is not None:
+        from ..training.preference import select_pairs
+
+        script.dataset_name = str(found) if found else script.dataset_name
+        pairs = select_pairs(recipe, with_eval=True).eval
+        pairs = pairs.select(range(min(limit, len(pairs)))) if limit is not None else pairs
+        description = f"{script.dataset_name} [{script.dataset_test_split}], chosen answers of {len(pairs)} pairs"
+        return EvalData([p["prompt"] + p["chosen"] for p in pairs], training.max_length, True, description)
     eval_split = select_data(recipe, with_eval=True, dataset_name=str(found) if found else None).eval
     if limit is not None:
         eval_split = eval_split.select(range(min(limit, len(eval_split))))

@@ -1,5 +1,6 @@
 """Compare training runs side by side: the recipe keys that differ, the figures each run ended with, and the
-train/eval loss curves against step and against tokens seen (``compare.md`` with ``loss_curves.png``)."""
+train/eval loss curves against step and against tokens seen (``compare.md`` with ``loss_curves.png``). With a DPO
+run among them (scripts/dpo.py), also its preference measure and reward curves (``reward_curves.png``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ..training.run_dir import RunDir
 # Keys that name the run rather than describe the recipe: they differ between any two runs.
 IDENTITY_KEYS = frozenset({"output_dir", "run_name", "logging_dir"})
 PLOT_FILE = "loss_curves.png"
+REWARD_PLOT_FILE = "reward_curves.png"
+REWARD_KEYS = ("rewards/margins", "rewards/accuracies")  # what TRL's DPOTrainer logs (eval_ in front when evaluating)
 
 
 @dataclass
@@ -211,7 +214,72 @@ def run_figures(run: Run) -> dict:
         "polite_prompts": run.polite_prompts,
         "polite_evaluation": str(run.polite_file) if run.polite_file else None,
         "finished": bool(s),
+        **preference_figures(run),
     }
+
+
+def preference_figures(run: Run) -> dict:
+    """A DPO run's preference measure (summary.json) and its last logged reward margin and accuracy, eval's
+    when it evaluated, else train's; None for an SFT run."""
+    preference = run.summary.get("preference") or {}
+
+    def last(key: str) -> float | None:
+        for name in (f"eval_{key}", key):
+            values = [e[name] for e in run.metrics if isinstance(e.get(name), (int, float))]
+            if values:
+                return values[-1]
+        return None
+
+    return {
+        "preference_sft_start": preference.get("sft_start"),
+        "preference_end": preference.get("end"),
+        "preference_pairs": preference.get("eval_pairs"),
+        "reward_margin": last(REWARD_KEYS[0]),
+        "reward_accuracy": last(REWARD_KEYS[1]),
+    }
+
+
+def is_preference_run(run: Run) -> bool:
+    return bool(run.summary.get("preference")) or any(REWARD_KEYS[0] in e for e in run.metrics)
+
+
+def reward_curves(run: Run) -> dict[str, list[tuple[float, float]]]:
+    """``(step, value)`` points of each reward metric, train and eval (``"train rewards/margins"``, ...)."""
+    points = {}
+    for key in REWARD_KEYS:
+        for kind, name in (("train", key), ("eval", f"eval_{key}")):
+            points[f"{kind} {key}"] = [
+                (e["step"], e[name]) for e in run.metrics if isinstance(e.get(name), (int, float)) and "step" in e
+            ]
+    return points
+
+
+def plot_rewards(runs: list[Run], path: Path) -> None:
+    """Two panels: reward margin and reward accuracy against step; solid train, dashed eval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(runs):
+        data = reward_curves(run)
+        for ax, key in zip(axes, REWARD_KEYS, strict=True):
+            for kind, style in (("train", {"linestyle": "-"}), ("eval", {"linestyle": "--", "marker": "o"})):
+                points = data[f"{kind} {key}"]
+                if points:
+                    ax.plot(
+                        *zip(*points, strict=True), color=colors[i % len(colors)], label=f"{run.name} {kind}", **style
+                    )
+    axes[0].set(title="Reward margin (chosen - rejected)", xlabel="optimizer step", ylabel="margin")
+    axes[1].set(title="Reward accuracy (chosen rewarded higher)", xlabel="optimizer step", ylabel="share of pairs")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def curves(run: Run) -> dict[str, list[tuple[float, float, float | None]]]:
@@ -361,6 +429,14 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE, rate_note: str | 
         ("존댓말 rate", "polite_rate", "pct"),
         ("존댓말 rate measured on (prompts)", "polite_prompts", ""),
     ]
+    if any(is_preference_run(r) for r in runs):
+        rows += [
+            ("preference on held-out pairs, SFT start", "preference_sft_start", "pct"),
+            ("preference on held-out pairs, end", "preference_end", "pct"),
+            ("preference measured on (pairs)", "preference_pairs", ""),
+            ("last reward margin", "reward_margin", "loss"),
+            ("last reward accuracy", "reward_accuracy", "pct"),
+        ]
     figures = [run_figures(r) for r in runs]
     out += ["## Results", "", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(runs)]
     for title, key, kind in rows:
@@ -383,6 +459,17 @@ def render_report(runs: list[Run], plot_file: str = PLOT_FILE, rate_note: str | 
         "Solid lines: train loss at each logging step. Dashed lines with dots: eval loss.",
         "",
     ]
+    if any(is_preference_run(r) for r in runs):
+        out += [
+            "## Reward curves (DPO)",
+            "",
+            f"![reward margin and accuracy against step]({REWARD_PLOT_FILE})",
+            "",
+            "Preference: the share of held-out pairs whose chosen (존댓말) answer the model finds likelier than the "
+            "rejected (반말) one, before DPO (the SFT model it starts from) and after. Rewards are TRL's: beta "
+            "times the log-probability ratio to the SFT model; solid train, dashed eval.",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -400,6 +487,8 @@ def compare_runs(run_dirs: list[str | Path], output_dir: str | Path) -> Path:
         raise UserError(f"output {output} exists and is not a directory")
     output.mkdir(parents=True, exist_ok=True)
     plot_losses(runs, output / PLOT_FILE)
+    if any(is_preference_run(r) for r in runs):
+        plot_rewards(runs, output / REWARD_PLOT_FILE)
     (output / "compare.md").write_text(render_report(runs, rate_note=rate_note), encoding="utf-8")
     table = {
         "runs": [{"name": r.name, "path": str(r.path), **run_figures(r)} for r in runs],

@@ -106,6 +106,31 @@ def _data_section(run: RunDir) -> list[str]:
     return lines
 
 
+def _sft_run_of(run: RunDir | None, recipe: dict) -> RunDir | None:
+    """The SFT run a DPO run started from (its sft_adapter's run), when it can be found."""
+    adapter = run.find_near(recipe["sft_adapter"]) if run and recipe.get("sft_adapter") else None
+    return RunDir.containing(adapter) if adapter else None
+
+
+def _preference_section(run: RunDir, recipe: dict, sft_run: RunDir | None) -> list[str]:
+    config = run.configuration()
+    preference = run.summary().get("preference") or {}
+    lines = [
+        f"The DPO stage continued the SFT adapter `{recipe['sft_adapter']}` (the reference model) with beta "
+        f"{config.get('beta')}, learning rate {config.get('learning_rate')}, {config.get('num_train_epochs')} "
+        "epoch(s); the pairs above are its data."
+    ]
+    if preference.get("end") is not None:
+        lines += [
+            "",
+            f"On {preference.get('eval_pairs')} held-out pairs, the share where the model finds the 존댓말 answer "
+            f"likelier than the 반말 one: {preference.get('sft_start')} after SFT, {preference['end']} after DPO.",
+        ]
+    if sft_run is not None:
+        lines += ["", "The SFT stage's data:", ""] + _data_section(sft_run)
+    return lines
+
+
 def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id: str | None = None) -> str:
     run = find_run_dir(adapter_path)
     run_dir = run.path if run else None
@@ -119,6 +144,14 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "pipeline_tag": "text-generation",
         "tags": ["eeve", "lora", "sft", "trl", "korean", "honorifics"],
     }
+    sft_run = _sft_run_of(run, recipe)
+    how = "fine-tuned with LoRA (TRL SFTTrainer)"
+    if "sft_adapter" in recipe:
+        front["tags"].append("dpo")
+        how = (
+            "fine-tuned with LoRA in two stages, SFT (TRL SFTTrainer) then preference tuning (TRL DPOTrainer) that "
+            "prefers each 존댓말 answer over the same answer in 반말,"
+        )
     out = [
         "---",
         yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(),
@@ -126,7 +159,7 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "",
         f"# {title}",
         "",
-        f"`{base}` fine-tuned with LoRA (TRL SFTTrainer) to answer in natural 존댓말, also when asked in 반말. "
+        f"`{base}` {how} to answer in natural 존댓말, also when asked in 반말. "
         "The adapter is merged into the base weights: this is a standalone model.",
         "",
         "## Base model",
@@ -137,6 +170,8 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "",
     ]
     out += _data_section(run) if run else ["The adapter's training run was not found."]
+    if "sft_adapter" in recipe:
+        out += ["", "## Preference tuning", ""] + _preference_section(run, recipe, sft_run)
     out += ["", "## Recipe", ""]
     if recipe:
         out += ["```yaml", yaml.safe_dump(recipe, allow_unicode=True, sort_keys=True).strip(), "```"]

@@ -2,8 +2,9 @@
 
 :func:`select_data` picks a recipe's train and eval conversations (rows checked where they sit in their file,
 then the eval split or the ``eval_fraction`` hold-out); :func:`prepare_data` tokenizes them exactly as training
-sees them; :func:`build_trainer` builds the ``SFTTrainer``. ``scripts/sft.py``, ``scripts/preview_data.py``, the
-evaluation's eval loss and the training benchmark all go through them.
+sees them; :func:`build_trainer` builds the ``SFTTrainer`` and :func:`build_dpo_trainer` the ``DPOTrainer`` that
+continues an SFT adapter, both with the same model settings. ``scripts/sft.py``, ``scripts/dpo.py``,
+``scripts/preview_data.py``, the evaluation's eval loss and the training benchmark all go through them.
 """
 
 from __future__ import annotations
@@ -127,16 +128,13 @@ def build_trainer(
     bases, fused projections) is applied before the trainer is returned, so a caller may change ``trainer.model``
     further before training.
     """
-    from transformers import EarlyStoppingCallback
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
-    from .modeling import model_init_kwargs, skip_redundant_lora_input_casts
+    from .modeling import model_init_kwargs
 
-    training, project = recipe.training, recipe.project
+    training = recipe.training
     training.model_init_kwargs = model_init_kwargs(recipe)
-    callbacks = list(callbacks)
-    if project.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(project.early_stopping_patience, project.early_stopping_threshold))
+    callbacks = with_early_stopping(recipe, callbacks)
     trainer = (trainer_class or SFTTrainer)(
         model=recipe.model.model_name_or_path,
         args=training,
@@ -147,6 +145,54 @@ def build_trainer(
         quantization_config=get_quantization_config(recipe.model),
         callbacks=callbacks,
     )
+    return apply_model_settings(trainer, recipe, skip_lora_input_casts)
+
+
+def build_dpo_trainer(
+    recipe: Recipe,
+    tokenizer,
+    data: RecipeData,
+    sft_adapter,
+    callbacks: Iterable = (),
+    trainer_class: type | None = None,
+    skip_lora_input_casts: bool = True,
+):
+    """The DPOTrainer for a DPO `recipe` on preference pairs `data`: the policy continues `sft_adapter` (checked by
+    :func:`~eeve_sft.training.preference.resolve_sft_adapter`) on one copy of the base weights, and TRL keeps a
+    frozen copy of the adapter as the reference. Speed and model settings as :func:`build_trainer`."""
+    from trl import DPOTrainer
+
+    from .preference import load_policy
+
+    callbacks = with_early_stopping(recipe, callbacks)
+    trainer = (trainer_class or DPOTrainer)(
+        model=load_policy(recipe, sft_adapter),
+        args=recipe.training,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    return apply_model_settings(trainer, recipe, skip_lora_input_casts)
+
+
+def with_early_stopping(recipe: Recipe, callbacks: Iterable) -> list:
+    """`callbacks` plus early stopping when the recipe asks for it."""
+    from transformers import EarlyStoppingCallback
+
+    project = recipe.project
+    callbacks = list(callbacks)
+    if project.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(project.early_stopping_patience, project.early_stopping_threshold))
+    return callbacks
+
+
+def apply_model_settings(trainer, recipe: Recipe, skip_lora_input_casts: bool = True):
+    """What every trainer of the assembly gets once built: no TRL model-card drafts, and the recipe's LoRA cast,
+    FP8 and fused-projection settings applied to its model."""
+    from .modeling import skip_redundant_lora_input_casts
+
+    training, project = recipe.training, recipe.project
     # TRL drafts a README.md into output_dir at every checkpoint, naming no base model for a local path
     # ("[None](https://huggingface.co/None)"); scripts/merge_adapter.py writes the real model card.
     trainer.create_model_card = lambda *args, **kwargs: None

@@ -30,7 +30,7 @@ def tokenizer_for_recipe(recipe: Recipe):
         raise UserError(
             f"'{model.model_name_or_path}' has no fast tokenizer (tokenizer.json); assistant masks need one"
         )
-    if training.eos_token:
+    if getattr(training, "eos_token", None):  # DPOConfig has no eos_token key
         tokenizer.eos_token = training.eos_token
     if training.pad_token:
         tokenizer.pad_token = training.pad_token

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+from trl import DPOConfig, ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from ..errors import UserError, one_line, yaml_problem
 from ..validation import allows_dict, allows_none, allows_str, closest_key, expects
@@ -79,7 +79,23 @@ class ProjectArguments:
     )
 
 
+@dataclass
+class DPOArguments:
+    """The keys a preference (DPO) recipe adds: the SFT run it starts from."""
+
+    sft_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "The SFT adapter DPO starts from (an SFT run's final/ or checkpoint-N/, or the run folder): the "
+            "policy continues it and the reference is the SFT model. Relative to the current directory."
+        },
+    )
+
+
 DATACLASSES = (ScriptArguments, SFTConfig, ModelConfig, ProjectArguments)
+# scripts/dpo.py: TRL's DPOConfig in place of SFTConfig, plus DPOArguments (parse_recipe's `classes`).
+DPO_DATACLASSES = (ScriptArguments, DPOConfig, ModelConfig, ProjectArguments, DPOArguments)
+TRAINING_CLASSES = (SFTConfig, DPOConfig)
 
 
 @dataclass
@@ -95,17 +111,22 @@ class Recipe:
     # What this machine lacks to train the recipe (parse_recipe with check_device=False; check_for_training adds
     # its own), one line each.
     hardware: list[str] = field(default_factory=list)
+    dpo: DPOArguments | None = None  # a DPO recipe's own keys (parsed with DPO_DATACLASSES)
+
+    @property
+    def argument_objects(self) -> tuple:
+        return (self.script, self.training, self.model, self.project, *((self.dpo,) if self.dpo else ()))
 
 
-def make_parser() -> TrlParser:
+def make_parser(classes: tuple = DATACLASSES) -> TrlParser:
     """TRL's parser for the four dataclasses: a misspelt flag never matches a longer one (no abbreviations), and a
     bad value raises argparse.ArgumentError instead of printing usage and exiting."""
-    return TrlParser(DATACLASSES, allow_abbrev=False, exit_on_error=False)
+    return TrlParser(classes, allow_abbrev=False, exit_on_error=False)
 
 
-def _field_types() -> dict[str, object]:
+def _field_types(classes: tuple) -> dict[str, object]:
     hints: dict[str, object] = {}
-    for cls in DATACLASSES:
+    for cls in classes:
         resolved = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.init:
@@ -113,27 +134,27 @@ def _field_types() -> dict[str, object]:
     return hints
 
 
-def _field_choices() -> dict[str, list]:
+def _field_choices(classes: tuple, types_: dict[str, object]) -> dict[str, list]:
     """The values a field accepts when it has a fixed set: those HfArgumentParser offers as choices (a field's
     ``choices`` metadata, or the values of an Enum in its type)."""
     choices = {}
-    for cls in DATACLASSES:
+    for cls in classes:
         for f in dataclasses.fields(cls):
             if not f.init:
                 continue
             if "choices" in f.metadata:
                 choices[f.name] = list(f.metadata["choices"])
                 continue
-            hint = FIELD_TYPES[f.name]
+            hint = types_[f.name]
             enums = [a for a in (hint, *typing.get_args(hint)) if isinstance(a, type) and issubclass(a, enum.Enum)]
             if enums:
                 choices[f.name] = [member.value for member in enums[0]]
     return choices
 
 
-def _field_defaults() -> dict[str, object]:
+def _field_defaults(classes: tuple) -> dict[str, object]:
     defaults = {}
-    for cls in DATACLASSES:
+    for cls in classes:
         for f in dataclasses.fields(cls):
             if f.init and f.default is not dataclasses.MISSING:
                 defaults[f.name] = f.default
@@ -142,21 +163,33 @@ def _field_defaults() -> dict[str, object]:
     return defaults
 
 
-FIELD_TYPES = _field_types()
-FIELD_CHOICES = _field_choices()
-FIELD_DEFAULTS = _field_defaults()
+# SFT recipes' keys. A key that SFT and DPO recipes share has one type, choices and default in both (the fields of
+# TrainingArguments, ScriptArguments and ModelConfig), so the lookups below serve either kind of recipe.
+FIELD_TYPES = _field_types(DATACLASSES)
+_ANY_TYPES = {**_field_types(DPO_DATACLASSES), **FIELD_TYPES}
+FIELD_CHOICES = _field_choices(DATACLASSES, FIELD_TYPES)
+_ANY_CHOICES = {**_field_choices(DPO_DATACLASSES, _ANY_TYPES), **FIELD_CHOICES}
+FIELD_DEFAULTS = _field_defaults(DATACLASSES)
 VALID_KEYS = frozenset(FIELD_TYPES) | {BASE_KEY}
+_SCHEMAS = {DATACLASSES: FIELD_TYPES, DPO_DATACLASSES: _field_types(DPO_DATACLASSES)}
 
 
-def suggest_key(key: str) -> str:
+def field_types(classes: tuple = DATACLASSES) -> dict[str, object]:
+    """Every key of the recipe kind `classes` and its annotation."""
+    return _SCHEMAS[classes]
+
+
+def suggest_key(key: str, classes: tuple = DATACLASSES) -> str:
     """The hint appended to an unknown-key error: the renamed key, or the closest valid one."""
     if key in RENAMED_KEYS:
         return f"; it was renamed, use '{RENAMED_KEYS[key]}'"
-    close = closest_key(key, VALID_KEYS)
+    if classes == DATACLASSES and key in field_types(DPO_DATACLASSES):
+        return "; it is a key of DPO recipes: train those with scripts/dpo.py"
+    close = closest_key(key, frozenset(field_types(classes)) | {BASE_KEY})
     return f"; did you mean '{close}'?" if close else ""
 
 
-def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = (), classes: tuple = DATACLASSES) -> dict:
     """Read a recipe YAML and merge in its base recipes (the recipe's own keys win)."""
     path = Path(path)
     if not path.is_file():
@@ -181,22 +214,31 @@ def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"recipe {path} must be a mapping of keys to values, got {type(data).__name__}")
     for key in data:
-        if not isinstance(key, str) or key not in VALID_KEYS:
-            raise UserError(f"recipe {path}: unknown key '{key}'{suggest_key(str(key))}")
+        if not isinstance(key, str) or (key not in field_types(classes) and key != BASE_KEY):
+            raise UserError(f"recipe {path}: unknown key '{key}'{suggest_key(str(key), classes)}")
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data
     if not isinstance(base, str):
         raise UserError(f"recipe {path}: '{BASE_KEY}' expects a path to another recipe, got {base!r}")
-    merged = read_recipe(path.parent / base, (*_seen, resolved_path))
+    merged = read_recipe(path.parent / base, (*_seen, resolved_path), classes)
     merged.update(data)
     return merged
 
 
+def recipe_classes(path: str | Path) -> tuple:
+    """The kind of the recipe at `path`: DPO_DATACLASSES when it or a base recipe sets sft_adapter, else DATACLASSES
+    (whose parse then reports any mistake)."""
+    try:
+        return DPO_DATACLASSES if "sft_adapter" in read_recipe(path, classes=DPO_DATACLASSES) else DATACLASSES
+    except UserError:
+        return DATACLASSES
+
+
 def _describe(key: str) -> str:
-    if key in FIELD_CHOICES:
-        return "one of " + ", ".join(str(c) for c in FIELD_CHOICES[key])
-    annotation = FIELD_TYPES[key]
+    if key in _ANY_CHOICES:
+        return "one of " + ", ".join(str(c) for c in _ANY_CHOICES[key])
+    annotation = _ANY_TYPES[key]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         names = [getattr(a, "__name__", str(a)) for a in typing.get_args(annotation) if a is not type(None)]
         return " or ".join(names)
@@ -219,7 +261,7 @@ def _as_flag(parser: TrlParser, key: str, items: list[object]) -> object:
 
 
 def _convert(parser: TrlParser, key: str, value: object) -> object:
-    annotation = FIELD_TYPES[key]
+    annotation = _ANY_TYPES[key]
     if isinstance(value, dict) or (isinstance(value, list) and not _takes_list(annotation)):
         raise expects(f"recipe key '{key}'", _describe(key), value)
     items = value if isinstance(value, list) else [value]
@@ -229,7 +271,7 @@ def _convert(parser: TrlParser, key: str, value: object) -> object:
         converted = _as_flag(parser, key, items)
     except argparse.ArgumentError:
         # HfArgumentParser gives `str | bool` fields a bool parser; a string is still a valid value there.
-        if isinstance(value, str) and allows_str(annotation) and key not in FIELD_CHOICES:
+        if isinstance(value, str) and allows_str(annotation) and key not in _ANY_CHOICES:
             return value
         raise expects(f"recipe key '{key}'", _describe(key), value) from None
     if isinstance(converted, list):
@@ -237,14 +279,15 @@ def _convert(parser: TrlParser, key: str, value: object) -> object:
     return getattr(converted, "value", converted)
 
 
-def check_values(values: dict, parser: TrlParser) -> dict:
+def check_values(values: dict, parser: TrlParser, classes: tuple = DATACLASSES) -> dict:
     """Type-check and convert every recipe value as the command line would; return the converted mapping.
 
     The checks and messages are those of :mod:`eeve_sft.validation`, which checks mix files too.
     """
+    types_ = field_types(classes)
     checked = {}
     for key, value in values.items():
-        annotation = FIELD_TYPES[key]
+        annotation = types_[key]
         if value is None:
             if not allows_none(annotation):
                 raise expects(f"recipe key '{key}'", _describe(key), value)
@@ -261,12 +304,13 @@ def check_values(values: dict, parser: TrlParser) -> dict:
 _UNSET = object()
 
 
-def command_line_values(overrides: list[str], parser: TrlParser) -> dict:
+def command_line_values(overrides: list[str], parser: TrlParser, classes: tuple = DATACLASSES) -> dict:
     """The recipe keys that `overrides` (``--key value`` flags) set, converted; UserError for an unknown flag or a
     bad value."""
     # argparse leaves an attribute the namespace already holds when no flag sets it: what still holds the marker
     # was not given.
-    namespace = argparse.Namespace(**dict.fromkeys(FIELD_TYPES, _UNSET))
+    types_ = field_types(classes)
+    namespace = argparse.Namespace(**dict.fromkeys(types_, _UNSET))
     try:
         namespace, remaining = parser.parse_known_args(overrides, namespace=namespace)
     except argparse.ArgumentError as err:
@@ -274,9 +318,9 @@ def command_line_values(overrides: list[str], parser: TrlParser) -> dict:
     if remaining:
         flag = next((t for t in remaining if t.startswith("-")), remaining[0])
         name = flag.lstrip("-").split("=", 1)[0].replace("-", "_")
-        hint = suggest_key(name) if flag.startswith("-") else ""
+        hint = suggest_key(name, classes) if flag.startswith("-") else ""
         raise UserError(f"unknown command-line argument '{flag}'{hint}")
-    return {key: value for key, value in vars(namespace).items() if key in FIELD_TYPES and value is not _UNSET}
+    return {key: value for key, value in vars(namespace).items() if key in types_ and value is not _UNSET}
 
 
 PRECISION_KEYS = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval")
@@ -309,7 +353,7 @@ def precision_facts(values: dict) -> list[str]:
 
 
 def _without_precision_check(cls: type, kwargs: dict):
-    """Build TrainingArguments (SFTConfig) for a machine that will not train the recipe: without the mixed
+    """Build TrainingArguments (SFTConfig or DPOConfig) for a machine that will not train the recipe: without the mixed
     precision its check refuses here, then with the recipe's values set back, as that check is all it does with
     them beyond the ``mixed_precision`` it derives (tests/training/test_recipe.py checks both)."""
     precision = {k: v for k, v in mixed_precision(kwargs).items() if v}
@@ -321,17 +365,19 @@ def _without_precision_check(cls: type, kwargs: dict):
     return obj
 
 
-def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_device: bool = True) -> Recipe:
+def parse_recipe(
+    path: str | Path, overrides: list[str] | None = None, check_device: bool = True, classes: tuple = DATACLASSES
+) -> Recipe:
     """Read, merge, check and parse a recipe with command-line overrides; raise UserError on any mistake.
 
     `check_device=False` is for reading a recipe on a machine that will not train it (``sft.py --check``, preview,
     evaluation): what this machine lacks for the recipe's bf16/fp16 goes into ``Recipe.hardware`` instead of
-    failing.
+    failing. `classes` is the recipe's kind: DATACLASSES (SFT) or DPO_DATACLASSES.
     """
     overrides = list(overrides or [])
-    parser = make_parser()
-    checked = check_values(read_recipe(path), parser)
-    given = command_line_values(overrides, parser)
+    parser = make_parser(classes)
+    checked = check_values(read_recipe(path, classes=classes), parser, classes)
+    given = command_line_values(overrides, parser, classes)
     values = {**checked, **given}
     followed = _follow_evaluation_off(values, set(given))
     hardware = precision_facts(values)
@@ -339,15 +385,15 @@ def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_dev
         raise UserError(f"{hardware[0]}; sft.py --check validates the recipe here without training")
 
     objects = []
-    for cls in DATACLASSES:
+    for cls in classes:
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         kwargs = {k: v for k, v in values.items() if k in names}
         try:
-            obj = _without_precision_check(cls, kwargs) if hardware and cls is SFTConfig else cls(**kwargs)
+            obj = _without_precision_check(cls, kwargs) if hardware and cls in TRAINING_CLASSES else cls(**kwargs)
         except (ValueError, TypeError) as err:
             raise UserError(f"recipe {path}: {one_line(err)}") from None
         objects.append(obj)
-    script, training, model, project = objects
+    script, training, model, project, *extra = objects
 
     resolved = dict(checked)
     for key in set(given) | set(followed):
@@ -357,7 +403,7 @@ def parse_recipe(path: str | Path, overrides: list[str] | None = None, check_dev
     if followed:
         changes = ", ".join(f"{key}: {_yaml_value(value)}" for key, value in followed.items())
         notes.append(f"eval_strategy is 'no', so evaluation is off: also set {changes}")
-    return Recipe(script, training, model, project, resolved, notes, hardware)
+    return Recipe(script, training, model, project, resolved, notes, hardware, dpo=extra[0] if extra else None)
 
 
 # Keys that only mean something while evaluation runs, and their value when eval_strategy is 'no'.
@@ -425,7 +471,7 @@ def check_for_training(recipe: Recipe, check_only: bool = False) -> list[str]:
         raise UserError("no model_name_or_path: set it in the recipe or pass --model_name_or_path")
     if (model.load_in_4bit or model.load_in_8bit) and not model.use_peft:
         raise UserError("a quantized model trains only through adapters: set use_peft: true (QLoRA)")
-    if training.chat_template_path:
+    if getattr(training, "chat_template_path", None):
         raise UserError(
             "chat_template_path is not used: the EEVE template is fixed; change its system line with system_prompt"
         )
@@ -435,7 +481,7 @@ def check_for_training(recipe: Recipe, check_only: bool = False) -> list[str]:
         raise UserError(
             "float8_base: true is for LoRA on an unquantized model: set use_peft: true, load_in_4bit: false"
         )
-    if training.packing and training.max_length is None:
+    if getattr(training, "packing", False) and training.max_length is None:
         raise UserError("packing needs max_length")
     if project.early_stopping_patience is not None:
         if project.early_stopping_patience < 1:
@@ -467,16 +513,18 @@ KEY_GROUPS = {
     SFTConfig: "training (trl.SFTConfig, with every transformers.TrainingArguments field)",
     ModelConfig: "model, quantisation and LoRA (trl.ModelConfig)",
     ProjectArguments: "this project's keys",
+    DPOConfig: "training (trl.DPOConfig, with every transformers.TrainingArguments field)",
+    DPOArguments: "this project's preference (DPO) keys",
 }
 
 
-def describe_keys() -> str:
-    """Every recipe key with its default and help, grouped by the dataclass that defines it (for sft.py --keys)."""
+def describe_keys(classes: tuple = DATACLASSES) -> str:
+    """Every recipe key with its default and help, grouped by the dataclass that defines it (for --keys)."""
     lines = [
         f"{BASE_KEY} (default: none)\n    path of a recipe to inherit, relative to this recipe; this recipe's keys win"
     ]
-    for cls, title in KEY_GROUPS.items():
-        lines.append(f"\n== {title}")
+    for cls in classes:
+        lines.append(f"\n== {KEY_GROUPS[cls]}")
         for f in dataclasses.fields(cls):
             if not f.init or f.name.startswith("_"):
                 continue

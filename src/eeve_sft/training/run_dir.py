@@ -303,7 +303,7 @@ def _plain(value: object) -> object:
 def full_configuration(recipe) -> dict:
     """Every key of the recipe's argument dataclasses with the value training uses, defaults included."""
     config = {}
-    for obj in (recipe.script, recipe.training, recipe.model, recipe.project):
+    for obj in recipe.argument_objects:
         for f in dataclasses.fields(obj):
             if f.init:
                 config[f.name] = _plain(getattr(obj, f.name))
