@@ -10,10 +10,10 @@ SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is
 ALLOWED = {
     "speech_level": set(),
     "training": set(),
-    "inference": {"training"},
+    "inference": {"training", "speech_level", "retrieval"},
     "evaluation": {"inference", "training", "speech_level"},
     "retrieval": {"speech_level"},
-    "data_prep": {"inference", "retrieval", "speech_level"},
+    "data_prep": {"inference", "retrieval", "speech_level", "training", "evaluation"},
 }
 TOP_LEVEL_ALLOWED = {"speech_level"}
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ..errors import UserError, one_line
 from ..hub import check_model, hub_unavailable, looked_for, looks_like_path
 from ..template import apply_eeve_template, pad_token_id, special_token_ids
-from ..training.run_dir import RunDir
+from ..training.run_dir import RunDir, resolve_base_model
 
 DEFAULT_BASE_MODEL = "yanolja/EEVE-Korean-Instruct-10.8B-v1.0"
 
@@ -35,23 +35,6 @@ class ModelSource:
     def weights(self) -> str:
         """What `from_pretrained` loads the full weights from."""
         return self.base if self.kind == "adapter" else self.path
-
-
-def resolve_base_model(adapter_dir: Path, base: str) -> str:
-    """Find the base model an adapter names: as given (cwd), then under each parent of the adapter, then the Hub.
-
-    Training writes the base path exactly as the recipe gave it, often relative to the repository root, so a
-    run directory moved or read from elsewhere still finds its base through the adapter's parents.
-    """
-    found = RunDir(adapter_dir).find_near(base)
-    if found is not None and found.is_dir():
-        return str(found)
-    if not looks_like_path(base):
-        return base  # a Hub id
-    raise UserError(
-        f"adapter {adapter_dir}: base model '{base}' not found (looked for it as given, "
-        f"under the adapter's parent directories, and it is not a Hub id)"
-    )
 
 
 def resolve_model_source(model_path: str | Path | None) -> ModelSource:

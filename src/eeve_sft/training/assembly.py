@@ -145,7 +145,7 @@ def build_trainer(
         quantization_config=get_quantization_config(recipe.model),
         callbacks=callbacks,
     )
-    return apply_model_settings(trainer, recipe, skip_lora_input_casts)
+    return apply_model_settings(trainer, recipe)
 
 
 def build_dpo_trainer(
@@ -155,7 +155,6 @@ def build_dpo_trainer(
     sft_adapter,
     callbacks: Iterable = (),
     trainer_class: type | None = None,
-    skip_lora_input_casts: bool = True,
 ):
     """The DPOTrainer for a DPO `recipe` on preference pairs `data`: the policy continues `sft_adapter` (checked by
     :func:`~eeve_sft.training.preference.resolve_sft_adapter`) on one copy of the base weights, and TRL keeps a
@@ -173,7 +172,7 @@ def build_dpo_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    return apply_model_settings(trainer, recipe, skip_lora_input_casts)
+    return apply_model_settings(trainer, recipe)
 
 
 def with_early_stopping(recipe: Recipe, callbacks: Iterable) -> list:
@@ -187,7 +186,7 @@ def with_early_stopping(recipe: Recipe, callbacks: Iterable) -> list:
     return callbacks
 
 
-def apply_model_settings(trainer, recipe: Recipe, skip_lora_input_casts: bool = True):
+def apply_model_settings(trainer, recipe: Recipe):
     """What every trainer of the assembly gets once built: no TRL model-card drafts, and the recipe's LoRA cast,
     FP8 and fused-projection settings applied to its model."""
     from .modeling import skip_redundant_lora_input_casts

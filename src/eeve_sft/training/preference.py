@@ -109,7 +109,7 @@ def _same_model(a: str, b: str) -> bool:
 def resolve_sft_adapter(recipe: Recipe) -> Path:
     """The SFT adapter a DPO recipe starts from, checked before anything loads: it exists, is a LoRA adapter, and
     was trained on the recipe's model_name_or_path. An SFT run folder stands for its final/ adapter."""
-    from ..inference.loading import resolve_base_model
+    from .run_dir import resolve_base_model
 
     given = recipe.dpo.sft_adapter if recipe.dpo else None
     if not given:

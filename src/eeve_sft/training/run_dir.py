@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
+from ..hub import looks_like_path
 from ..jsonfiles import write_json
 from ..versions import package_versions
 
@@ -341,3 +342,20 @@ def collect_run_info(
         "data": data_stats,
         "configuration": configuration or {},
     }
+
+
+def resolve_base_model(adapter_dir: Path, base: str) -> str:
+    """Find the base model an adapter names: as given (cwd), then under each parent of the adapter, then the Hub.
+
+    Training writes the base path exactly as the recipe gave it, often relative to the repository root, so a
+    run directory moved or read from elsewhere still finds its base through the adapter's parents.
+    """
+    found = RunDir(adapter_dir).find_near(base)
+    if found is not None and found.is_dir():
+        return str(found)
+    if not looks_like_path(base):
+        return base  # a Hub id
+    raise UserError(
+        f"adapter {adapter_dir}: base model '{base}' not found (looked for it as given, "
+        f"under the adapter's parent directories, and it is not a Hub id)"
+    )
