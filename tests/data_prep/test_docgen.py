@@ -302,7 +302,7 @@ def test_the_documents_flow_runs_offline_to_an_adapter_and_chat_rag(tmp_path, wm
     assert built.stats["sources"]["wms_domain"]["train"] > 0 and built.stats["output"]["eval"] > 0
 
     run = tmp_path / "run"
-    flags = ["--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--max_length", "1024"]
+    flags = ["--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no", "--max_length", "1024"]
     trained = train_demo(run, "--dataset_name", str(tmp_path / "mix"), *flags)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (run / "final" / "adapter_config.json").is_file()
