@@ -129,6 +129,7 @@ def build_trainer(
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
+    from .checkpoints import whole_checkpoints
     from .modeling import model_init_kwargs, skip_redundant_lora_input_casts
 
     training, project = recipe.training, recipe.project
@@ -146,6 +147,7 @@ def build_trainer(
         quantization_config=get_quantization_config(recipe.model),
         callbacks=callbacks,
     )
+    whole_checkpoints(trainer)  # a kill during a save never leaves a half-written checkpoint-N
     # TRL drafts a README.md into output_dir at every checkpoint, naming no base model for a local path
     # ("[None](https://huggingface.co/None)"); scripts/merge_adapter.py writes the real model card.
     trainer.create_model_card = lambda *args, **kwargs: None
