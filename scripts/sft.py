@@ -17,6 +17,7 @@ transformers TrainingArguments field) and ModelConfig (model, quantisation, LoRA
 import logging
 import shutil
 import sys
+from pathlib import Path
 
 from eeve_sft.errors import UserError, run_cli
 
@@ -25,20 +26,59 @@ USAGE = "usage: scripts/sft.py RECIPE.yaml [--check] [--print-recipe] [--key val
 OWN_FLAGS = ("--check", "--print-recipe")
 
 
-def resume_target(run, resume) -> str | bool | None:
-    """The checkpoint `--resume_from_checkpoint` names (true: the latest), checked before anything loads."""
-    from pathlib import Path
-
+def resume_target(run, resume) -> tuple[str | None, list[str]]:
+    """The checkpoint `--resume_from_checkpoint` names (true: the latest whole one), checked before anything
+    loads, and a note for each incomplete checkpoint passed over."""
     if isinstance(resume, str) and resume.lower() in ("true", "false"):
         resume = resume.lower() == "true"
     if resume is True:
-        latest = run.latest_checkpoint()
+        latest, passed_over = run.resumable_checkpoint()
         if latest is None:
-            raise UserError(f"--resume_from_checkpoint true, but {run.path} holds no checkpoint-N directory")
-        return str(latest)
-    if isinstance(resume, str) and not Path(resume).is_dir():
-        raise UserError(f"checkpoint to resume from not found: {resume}")
-    return resume or None
+            found = f" ({'; '.join(passed_over)})" if passed_over else ""
+            raise UserError(f"--resume_from_checkpoint true, but {run.path} holds no complete checkpoint-N{found}")
+        return str(latest), [f"{note}; resuming from {latest.name} instead" for note in passed_over]
+    if isinstance(resume, str):
+        if not Path(resume).is_dir():
+            raise UserError(f"checkpoint to resume from not found: {resume}")
+        problem = run.checkpoint_problem(resume)
+        if problem:
+            raise UserError(f"checkpoint {resume} is incomplete ({problem}: its save was stopped part-way)")
+    return resume or None, []
+
+
+def resume_command(resume_arg: str = "true") -> str:
+    """The command line that resumes this run: how it was started (the `accelerate launch` around it too), with
+    --resume_from_checkpoint set."""
+    import os
+    import shlex
+
+    import psutil
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg == "--resume_from_checkpoint":
+            skip = not skip
+            continue
+        if not arg.startswith("--resume_from_checkpoint="):
+            args.append(arg)
+    command = ["python", sys.argv[0], *args, "--resume_from_checkpoint", resume_arg]
+    if "LOCAL_RANK" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ:
+        for parent in psutil.Process().parents():  # accelerate's launcher, above torchrun where it starts one
+            line = parent.cmdline()
+            script = next((i for i, part in enumerate(line) if part.endswith(Path(sys.argv[0]).name)), len(line))
+            # `accelerate launch FLAGS scripts/sft.py ...` or `python -m accelerate.commands.launch FLAGS ...`
+            at = next((i for i, p in enumerate(line[:script]) if p in ("launch", "accelerate.commands.launch")), None)
+            if at is not None and any("accelerate" in part for part in line[: at + 1]):
+                command = ["accelerate", "launch", *line[at + 1 : script], *command[1:]]
+                break
+    return shlex.join(command)
+
+
+def close_progress_bar(trainer) -> None:
+    for callback in trainer.callback_handler.callbacks:
+        if getattr(callback, "training_bar", None) is not None:
+            callback.training_bar.close()
+            callback.training_bar = None
 
 
 def main(argv: list[str]) -> None:
@@ -70,7 +110,9 @@ def main(argv: list[str]) -> None:
 
     # Decide what happens to output_dir before anything heavy runs, and write nothing there yet.
     run = RunDir(training.output_dir)
-    resume = resume_target(run, training.resume_from_checkpoint)
+    resume, passed_over = resume_target(run, training.resume_from_checkpoint)
+    if resume:
+        run.check_checkpoint_matches(resume, recipe.model)
     if resume and run.is_complete(training, resume):
         print(
             f"{run.path} is already complete (step {run.summary().get('global_step')}): nothing to resume; "
@@ -87,8 +129,10 @@ def main(argv: list[str]) -> None:
     from accelerate import PartialState
     from transformers import set_seed
 
-    from eeve_sft.training.assembly import build_trainer, prepare_data
+    from eeve_sft.training.assembly import build_trainer, prepare_data, select_data
     from eeve_sft.training.callbacks import CheckpointExtrasCallback, RunRecordCallback
+    from eeve_sft.training.checkpoints import saving_whole
+    from eeve_sft.training.data import conversations_digest
     from eeve_sft.training.distributed import stop_when_a_process_is_lost
     from eeve_sft.training.modeling import generation_config_for, tokenizer_for_recipe
     from eeve_sft.training.run_dir import collect_run_info, full_configuration
@@ -100,7 +144,13 @@ def main(argv: list[str]) -> None:
     if state.is_main_process:
         for note in recipe.notes:
             print(note, file=sys.stderr)
-    data = prepare_data(recipe, tokenizer, main_process_first=state.main_process_first)
+    selected = select_data(recipe)
+    digests = {}
+    if resume or not check_only:  # what the run trains on, recorded to check a resume against
+        digests = {n: conversations_digest(selected.split(n)) for n in ("train", "eval") if selected.split(n)}
+    if resume:
+        run.check_same_data(digests, selected.dataset_name)
+    data = prepare_data(recipe, tokenizer, selected, main_process_first=state.main_process_first)
     if check_only:
         counts = ", ".join(f"{len(split)} {name} examples" for name, split in data.splits.items())
         print(f"{argv[0]}: recipe, output_dir, tokenizer and data checked ({counts}); nothing written")
@@ -112,20 +162,46 @@ def main(argv: list[str]) -> None:
         run.log_to_file()
         for note in recipe.notes:
             logger.info(note)
+        run.clear_staging()  # what a stopped save left
+        for note in passed_over:
+            print(note, file=sys.stderr)
+            logger.warning(note)
+        if resume:
+            message = f"resuming from {resume} (step {Path(resume).name.rsplit('-', 1)[-1]})"
+            print(message, file=sys.stderr)
+            logger.info(message)
         fingerprints = {name: ds._fingerprint for name, ds in data.splits.items()}
         info = collect_run_info(sys.argv, training.seed, fingerprints, data.stats, full_configuration(recipe))
-        run.write_start(recipe.resolved, info)
+        run.write_start(recipe.resolved, {**info, "data_digests": digests})
     state.wait_for_everyone()
 
     callbacks = [RunRecordCallback(run, data.stats), CheckpointExtrasCallback(tokenizer)]
     trainer = build_trainer(recipe, tokenizer, data, callbacks)
-    with stop_when_a_process_is_lost(run.path):
-        trainer.train(resume_from_checkpoint=resume)
+    try:
+        with stop_when_a_process_is_lost(run.path):
+            trainer.train(resume_from_checkpoint=resume)
+    except UserError:
+        close_progress_bar(trainer)  # else it redraws itself under the error line when the process exits
+        raise
+    except KeyboardInterrupt:
+        close_progress_bar(trainer)
+        if state.is_main_process:
+            last, _ = run.resumable_checkpoint()
+            where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
+            again = resume_command() if last else "the same command"
+            print(f"\nstopped at step {trainer.state.global_step} (Ctrl-C); {where}. Resume: {again}", file=sys.stderr)
+        sys.exit(130)
 
-    trainer.save_model(str(run.final_dir))  # the adapter (the best one when load_best_model_at_end), with the tokenizer
+    # The adapter (the best one when load_best_model_at_end) with the tokenizer, written whole like a checkpoint.
+    staged = run.staged(run.final_dir.name) if state.is_main_process else None
+    state.wait_for_everyone()
+    with saving_whole(run, run.final_dir.name, state.is_main_process):
+        trainer.save_model(str(run.staging_dir / run.final_dir.name))
+        if state.is_main_process:
+            tokenizer.save_pretrained(staged)
+            generation_config_for(tokenizer).save_pretrained(staged)
+            run.publish(staged, run.final_dir.name)
     if state.is_main_process:
-        tokenizer.save_pretrained(run.final_dir)
-        generation_config_for(tokenizer).save_pretrained(run.final_dir)
         logger.info("final adapter, tokenizer and template saved to %s", run.final_dir)
         print(
             f"\nrun written to {run.path} (adapter in {run.final_dir}). Next:\n"
@@ -137,4 +213,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(sys.argv[1:]))
+    try:
+        run_cli(lambda: main(sys.argv[1:]))
+    except KeyboardInterrupt:  # before training started or after it ended: nothing to resume from here
+        print("\nstopped (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

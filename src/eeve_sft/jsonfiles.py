@@ -11,12 +11,17 @@ from pathlib import Path
 from .errors import UserError
 
 
-def write_json(path: Path, value: object) -> None:
-    """Write `value` as indented JSON through a temporary file renamed into place."""
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) through a temporary file renamed into place: a kill leaves the old file or the new."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8", newline="\n")
+    tmp.write_text(text, encoding="utf-8", newline="\n")
     tmp.replace(path)
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write `value` as indented JSON, whole (:func:`write_whole`)."""
+    write_whole(path, json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:

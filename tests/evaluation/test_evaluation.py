@@ -375,12 +375,38 @@ def test_lm_eval_missing_package_is_one_line(monkeypatch, capsys, adapter):
     )
 
 
-def test_lm_eval_runs_a_local_task(adapter, tmp_path):
+def test_lm_eval_runs_a_local_task(adapter, tmp_path, monkeypatch):
+    import lm_eval as harness
+
+    evaluated = []
+    simple_evaluate = harness.simple_evaluate
+    monkeypatch.setattr(
+        harness, "simple_evaluate", lambda **kw: evaluated.append(simple_evaluate(**kw)) or evaluated[0]
+    )
     source = resolve_model_source(adapter)
     request = lm_eval_request(
         source, ["ko_polite_choice"], "cpu", "float32", 2, include_path=str(TOOLS / "lm_eval_tasks")
     )
-    results = run_lm_eval(request)
+    results = run_lm_eval({**request, "log_samples": True})  # keeps what lm-eval scored for each answer
     assert set(results) == {"ko_polite_choice"}
-    assert 0.0 <= results["ko_polite_choice"]["acc,none"] <= 1.0
     assert results["ko_polite_choice"]["sample_len"] == 4
+    # Each answer's log-likelihood is the adapter's (scored here with transformers and PEFT on the same texts),
+    # and the accuracy is the share of questions whose labelled answer scores highest.
+    model, tokenizer = load_for_inference(adapter, device="cpu")
+    correct = []
+    for sample in evaluated[0]["samples"]["ko_polite_choice"]:
+        ours = [continuation_log_likelihood(model, tokenizer, *pair) for pair in sample["arguments"]]
+        theirs = [float(resp[0][0]) for resp in sample["resps"]]
+        assert ours == pytest.approx(theirs, abs=1e-4)
+        correct.append(max(range(len(ours)), key=ours.__getitem__) == sample["doc"]["label"])
+    assert results["ko_polite_choice"]["acc,none"] == sum(correct) / len(correct)
+
+
+def continuation_log_likelihood(model, tokenizer, context: str, continuation: str) -> float:
+    """log p(continuation | context), tokenized as lm-evaluation-harness does for a causal model: the whole text
+    and the context encoded, the continuation being the tokens after the context's."""
+    whole = tokenizer.encode(context + continuation)
+    start = len(tokenizer.encode(context))
+    with torch.no_grad():
+        logits = model(torch.tensor([whole])).logits[0].float().log_softmax(-1)
+    return float(sum(logits[i - 1, whole[i]] for i in range(start, len(whole))))

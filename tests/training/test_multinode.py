@@ -59,12 +59,13 @@ FLAGS = [
 ]
 GLOBAL_ROWS = 4  # packed rows per optimizer step: 4 in one process, 2 in each of two
 # Two processes sum their gradients in another order than one process does. Steps 1 and 2 (the first at learning
-# rate 0) differ by rounding only (1e-7 relative); then Adam's first updates, close to lr x the sign of each
-# gradient, carry that rounding forward, growing it about tenfold per step: 7e-6 at step 3, 1.2e-4 at step 6 on
-# the demo. Elementwise, adapter weights whose gradients are near zero can even move the other way, so adapters are
-# compared between runs with the same number of processes, where the sums are the same.
-FIRST_STEPS_RTOL = 1e-6
-LOSS_RTOL = 1e-3
+# rate 0) differ by rounding only; then Adam's first updates, close to lr x the sign of each gradient, carry that
+# rounding forward, growing it about tenfold per step. Elementwise, adapter weights whose gradients are near zero can
+# even move the other way, so the adapter is compared as a whole (relative Frobenius norm of the difference).
+# The bounds are docs/checkpoints-and-resume.md's, which gives the measured figures.
+FIRST_STEPS_RTOL = 2e-7
+LOSS_RTOL = 2.5e-4
+ADAPTER_RTOL = 0.03
 NODE_TIMEOUT = 240  # seconds any launch may take before the test stops it
 REPO_ENTRIES = ("accelerate_configs", "assets", "data", "recipes", "scripts")
 
@@ -220,9 +221,20 @@ def wait_for(path: Path, machines: Machines, timeout: float = NODE_TIMEOUT) -> N
         time.sleep(0.1)
 
 
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
 def losses_by_step(run_dir: Path) -> dict[int, float]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
+    return {r["step"]: r["loss"] for r in records(run_dir) if "loss" in r}
+
+
+def relative_weight_difference(a: Path, b: Path) -> float:
+    """|a - b| / |b| over all the adapter's weights together (Frobenius norms)."""
+    left, right = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    assert left.keys() == right.keys()
+    difference = sum(float((left[k] - right[k]).pow(2).sum()) for k in left) ** 0.5
+    return difference / sum(float(right[k].pow(2).sum()) for k in right) ** 0.5
 
 
 def max_weight_difference(a: Path, b: Path) -> float:
@@ -340,13 +352,20 @@ def test_two_machines_train_as_one_process_and_resume(two_machines, one_process)
     out, _, _, _ = two_machines
     info = json.loads((out / "run_info.json").read_text(encoding="utf-8"))
     assert info["world_size"] == 2
-    # The same global batch gives the same losses, step by step: steps 1-2 from the first launch, 3-6 resumed.
+    # The relaunch resumed from checkpoint-2 (a relaunch that started again from step 0 would not say so).
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["resumed_from_step"] == 2 and [p["steps"] for p in summary["parts"]] == [[0, 2], [2, 6]]
+    # Every step's record once, none missing, in order: steps 1-2 from the first launch, 3-6 resumed.
+    steps = [r["step"] for r in records(out) if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    # The same global batch gives the same losses, step by step, within the rounding of summing gradients over two
+    # processes; and an adapter closer to one process's final adapter than that is to its adapter two steps earlier.
     reference, resumed = losses_by_step(one_process), losses_by_step(out)
-    assert sorted(resumed) == sorted(reference) == [1, 2, 3, 4, 5, 6]
     assert [resumed[1], resumed[2]] == pytest.approx([reference[1], reference[2]], rel=FIRST_STEPS_RTOL)
-    assert [resumed[s] for s in sorted(resumed)] == pytest.approx(
-        [reference[s] for s in sorted(reference)], rel=LOSS_RTOL
-    )
+    assert [resumed[s] for s in steps] == pytest.approx([reference[s] for s in steps], rel=LOSS_RTOL)
+    apart = relative_weight_difference(out / "final", one_process / "final")
+    two_steps = relative_weight_difference(one_process / "checkpoint-4", one_process / "final")
+    assert apart < ADAPTER_RTOL and apart < two_steps
 
 
 def test_only_the_main_process_writes_the_run_record(two_machines):

@@ -5,8 +5,11 @@ import shutil
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
+from eeve_sft.training.run_dir import RunDir
 from helpers import REPO, error_line, logged_losses, run_script, train_demo
 
 
@@ -86,8 +89,110 @@ def test_resume_from_latest_checkpoint(demo_run, tmp_path):
     shutil.rmtree(run / "final")
     result = train_demo(run, "--resume_from_checkpoint", "true", "--max_steps", "14")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((run / "summary.json").read_text())["global_step"] == 14
-    assert (run / "final" / "adapter_model.safetensors").is_file()
+    assert f"resuming from {run / 'checkpoint-12'} (step 12)" in result.stderr.splitlines()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 14 and summary["resumed_from_step"] == 12
+    assert [p["steps"] for p in summary["parts"]] == [[0, 12], [12, 14]]
+    # The first 12 steps' records stay as they were; steps 13-14 follow, each once; the token counts go on.
+    before, after = (RunDir(r).metrics() for r in (demo_run, run))
+    assert [r for r in after if r["step"] <= 12] == [r for r in before if "train_loss" not in r]
+    assert [r["step"] for r in after if "loss" in r] == [2, 4, 6, 8, 10, 12, 14]
+    tokens = [r["num_tokens"] for r in after if "loss" in r]
+    assert tokens == sorted(tokens) and tokens[-1] > tokens[-2] > 0
+    assert [r["num_input_tokens_seen"] for r in after if "loss" in r][-1] == summary["num_input_tokens_seen"]
+    # The final adapter is the best checkpoint's (no evaluation after step 12, so checkpoint-12's).
+    best = json.loads((run / "checkpoint-14" / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert best == str(run / "checkpoint-12")
+    assert same_weights(run / "final", run / "checkpoint-12") and not same_weights(run / "final", run / "checkpoint-14")
+
+
+def same_weights(a, b) -> bool:
+    left, right = (load_file(folder / "adapter_model.safetensors") for folder in (a, b))
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_the_best_checkpoint_is_kept_and_early_stopping_stops(tmp_path):
+    # A learning rate so high that evaluation gets worse after step 4: patience 2 stops the run after the
+    # evaluations of steps 6 and 8, long before max_steps, and final/ is checkpoint-4's adapter, not the last.
+    run = tmp_path / "early"
+    result = run_script(
+        sys.executable,
+        "scripts/sft.py",
+        str(REPO / "recipes/demo_cpu.yaml"),
+        "--output_dir",
+        str(run),
+        *EARLY_STOPPING_FLAGS,
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    evals = {r["step"]: r["eval_loss"] for r in RunDir(run).metrics() if "eval_loss" in r}
+    assert sorted(evals) == [2, 4, 6, 8]
+    assert evals[4] < evals[2] and evals[4] < evals[6] and evals[4] < evals[8]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 8  # of 12
+    assert summary["best_model_checkpoint"] == str(run / "checkpoint-4")
+    assert (summary["best_eval_loss"], summary["final_eval_loss"]) == (evals[4], evals[8])
+    # save_total_limit 3 drops the oldest checkpoint, never the best.
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6", "checkpoint-8"]
+    assert same_weights(run / "final", run / "checkpoint-4") and not same_weights(run / "final", run / "checkpoint-8")
+
+
+EARLY_STOPPING_FLAGS = [
+    "--max_steps",
+    "12",
+    "--save_steps",
+    "2",
+    "--eval_steps",
+    "2",
+    "--logging_steps",
+    "2",
+    "--max_length",
+    "256",
+    "--learning_rate",
+    "0.05",
+    "--lr_scheduler_type",
+    "constant",
+    "--warmup_steps",
+    "0",
+    "--early_stopping_patience",
+    "2",
+]
+
+
+def test_a_checkpoint_of_another_lora_rank_is_refused_before_training(demo_run, tmp_path):
+    run = tmp_path / "other_rank"
+    shutil.copytree(demo_run, run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = train_demo(run, "--resume_from_checkpoint", "true", "--lora_r", "16")
+    assert result.returncode == 2
+    assert error_line(result) == (
+        f"error: {run / 'checkpoint-12'} holds an adapter with lora_r 8, but the recipe says lora_r 16: resume it "
+        f"with the recipe it was trained with ({run / 'recipe.yaml'}), or train into another --output_dir"
+    )
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resuming_on_changed_data_is_refused(demo_run, tmp_path):
+    run = tmp_path / "changed"
+    shutil.copytree(demo_run, run)
+    for leftover in ("final", "summary.json"):
+        shutil.rmtree(run / leftover) if (run / leftover).is_dir() else (run / leftover).unlink()
+    data = tmp_path / "data"
+    shutil.copytree(REPO / "data" / "demo", data)
+    rows = (data / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    row = json.loads(rows[7])
+    row["messages"][-1]["content"] += " 감사합니다."
+    rows[7] = json.dumps(row, ensure_ascii=False)
+    (data / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = train_demo(run, "--resume_from_checkpoint", "true", "--dataset_name", str(data))
+    assert result.returncode == 2
+    assert error_line(result) == (
+        f"error: the train rows of {data} differ from those this run started with (data_digests in "
+        f"{run / 'run_info.json'}): a data file, the seed or eval_fraction changed since; restore them to resume, "
+        "or train into another --output_dir"
+    )
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_bad_data_row_fails_before_training_and_writes_nothing(tmp_path):

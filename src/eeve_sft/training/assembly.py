@@ -187,11 +187,13 @@ def with_early_stopping(recipe: Recipe, callbacks: Iterable) -> list:
 
 
 def apply_model_settings(trainer, recipe: Recipe):
-    """What every trainer of the assembly gets once built: no TRL model-card drafts, and the recipe's LoRA cast,
-    FP8 and fused-projection settings applied to its model."""
+    """What every trainer of the assembly gets once built: checkpoints written whole, no TRL model-card drafts, and
+    the recipe's LoRA cast, FP8 and fused-projection settings applied to its model."""
+    from .checkpoints import whole_checkpoints
     from .modeling import skip_redundant_lora_input_casts
 
     training, project = recipe.training, recipe.project
+    whole_checkpoints(trainer)  # a kill during a save never leaves a half-written checkpoint-N
     # TRL drafts a README.md into output_dir at every checkpoint, naming no base model for a local path
     # ("[None](https://huggingface.co/None)"); scripts/merge_adapter.py writes the real model card.
     trainer.create_model_card = lambda *args, **kwargs: None

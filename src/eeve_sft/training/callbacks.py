@@ -78,19 +78,19 @@ class RunRecordCallback(TrainerCallback):
         self.run.append_metrics({"step": state.global_step, "epoch": state.epoch, **logs, **peak_gpu_memory_gib()})
         logger.info("step %d: %s", state.global_step, json.dumps(logs, ensure_ascii=False))
 
-    def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        checkpoint = self.run.path / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
-            now = time.time()
-            write_json(
-                checkpoint / PROGRESS_FILE,
-                {
-                    "train_runtime": round((self.before.get("train_runtime") or 0.0) + now - self.train_started, 3),
-                    "wall_time_seconds": round((self.before.get("wall_time_seconds") or 0.0) + now - self.started, 2),
-                },
-            )
+    def fill_checkpoint(self, folder: Path, trainer) -> None:
+        """What the run had done at this checkpoint: training time, and TRL's trained-token count (which TRL
+        itself does not save), so a resumed run continues both."""
+        now = time.time()
+        tokens = getattr(trainer, "_total_train_tokens", None)
+        write_json(
+            folder / PROGRESS_FILE,
+            {
+                "train_runtime": round((self.before.get("train_runtime") or 0.0) + now - self.train_started, 3),
+                "wall_time_seconds": round((self.before.get("wall_time_seconds") or 0.0) + now - self.started, 2),
+                "num_tokens": int(tokens) if tokens is not None else None,
+            },
+        )
 
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -139,17 +139,13 @@ class RunRecordCallback(TrainerCallback):
 
 class CheckpointExtrasCallback(TrainerCallback):
     """Give every checkpoint the tokenizer with its template and the generation stop ids, so inference from
-    any checkpoint needs nothing else."""
+    any checkpoint needs nothing else (written into the checkpoint before it is renamed into place)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
-    def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
+    def fill_checkpoint(self, folder: Path, trainer) -> None:
         from .modeling import generation_config_for
 
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
-            self.tokenizer.save_pretrained(checkpoint)
-            generation_config_for(self.tokenizer).save_pretrained(checkpoint)
+        self.tokenizer.save_pretrained(folder)
+        generation_config_for(self.tokenizer).save_pretrained(folder)

@@ -9,6 +9,8 @@ very ids and labels that training uses. SFTTrainer then keeps our ``labels`` col
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +137,16 @@ def check_conversations(dataset: Dataset, split: str, dataset_name: str | None =
         if problem:
             where = row_location(dataset_name, split, index) if dataset_name else f"{split} row {index + 1}"
             raise UserError(f"{where}: {problem}")
+
+
+def conversations_digest(dataset: Dataset) -> str:
+    """SHA-256 of a split's conversations in their order: the same rows give the same digest wherever the file
+    lies and whatever its modification time (a datasets fingerprint changes with both)."""
+    digest = hashlib.sha256()
+    for messages in dataset["messages"]:
+        digest.update(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def split_file(dataset_name: str, split: str) -> Path | None:

@@ -8,10 +8,13 @@ summary.json     totals when training ends
 checkpoint-N/    resumable checkpoints (with run_progress.json: training time up to that step)
 final/           the final adapter
 eval/            scripts/evaluate.py's evaluations, each a NAME.json with its NAME.md
+.partial/        a checkpoint or final/ being written; renamed into place once whole, so a kill at any moment
+                 leaves each checkpoint-N/ and final/ complete or absent
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
@@ -19,6 +22,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +31,7 @@ import yaml
 
 from ..errors import UserError
 from ..hub import looks_like_path
-from ..jsonfiles import write_json
+from ..jsonfiles import write_json, write_whole
 from ..versions import package_versions
 
 PACKAGES = (
@@ -45,6 +49,10 @@ PACKAGES = (
     "torch",
 )
 PROGRESS_FILE = "run_progress.json"
+TRAINER_STATE = "trainer_state.json"  # transformers writes it last of a checkpoint's training state
+STAGING = ".partial"
+# The LoRA settings a checkpoint's adapter_config.json records under another name than the recipe key.
+ADAPTER_KEYS = {"r": "lora_r", "lora_alpha": "lora_alpha", "use_dora": "use_dora"}
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
@@ -64,6 +72,7 @@ class RunDir:
     summary_file = property(lambda self: self.path / "summary.json")
     final_dir = property(lambda self: self.path / "final")
     eval_dir = property(lambda self: self.path / "eval")
+    staging_dir = property(lambda self: self.path / STAGING)
 
     # ------------------------------------------------------------------------------------------- finding runs
 
@@ -120,6 +129,85 @@ class RunDir:
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
         return found[-1] if found else None
+
+    def checkpoint_problem(self, checkpoint: str | Path) -> str | None:
+        """Why `checkpoint` cannot be resumed from (a save stopped part-way, as a layout without .partial/ could
+        leave it), or None when it is whole."""
+        state = Path(checkpoint) / TRAINER_STATE
+        if not state.is_file():
+            return f"no {TRAINER_STATE}"
+        try:
+            json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return f"{TRAINER_STATE} is not valid JSON"
+        return None
+
+    def resumable_checkpoint(self) -> tuple[Path | None, list[str]]:
+        """The latest whole checkpoint, and a note for each later one passed over (its name and problem)."""
+        passed_over = []
+        for checkpoint in reversed(self.checkpoints()):
+            problem = self.checkpoint_problem(checkpoint)
+            if problem is None:
+                return checkpoint, passed_over
+            passed_over.append(f"{checkpoint.name} is incomplete ({problem}: its save was stopped part-way)")
+        return None, passed_over
+
+    def check_checkpoint_matches(self, checkpoint: str | Path, model_args) -> None:
+        """Refuse a checkpoint whose adapter was trained with other LoRA settings than the recipe's (loading it
+        would fail on mismatched shapes, or train something else than the recipe says)."""
+        config_file = Path(checkpoint) / "adapter_config.json"
+        if not config_file.is_file():
+            return
+        config = self._json(config_file)
+        for adapter_key, recipe_key in ADAPTER_KEYS.items():
+            if adapter_key in config and config[adapter_key] != getattr(model_args, recipe_key, config[adapter_key]):
+                raise UserError(
+                    f"{checkpoint} holds an adapter with {recipe_key} {config[adapter_key]}, but the recipe says "
+                    f"{recipe_key} {getattr(model_args, recipe_key)}: resume it with the recipe it was trained with "
+                    f"({self.recipe_file}), or train into another --output_dir"
+                )
+
+    def check_same_data(self, digests: dict[str, str], dataset_name: str) -> None:
+        """Refuse to resume on other rows than the run started with (run_info.json's data digests, per split)."""
+        recorded = self.run_info().get("data_digests") or {}
+        changed = [split for split, digest in recorded.items() if split in digests and digests[split] != digest]
+        if changed:
+            raise UserError(
+                f"the {' and '.join(changed)} rows of {dataset_name} differ from those this run started with "
+                f"(data_digests in {self.run_info_file}): a data file, the seed or eval_fraction changed since; "
+                "restore them to resume, or train into another --output_dir"
+            )
+
+    # ------------------------------------------------------------------------------ writing folders whole
+
+    def staged(self, name: str) -> Path:
+        """An empty folder beside the run's folders where `name` (checkpoint-N, final) is written before
+        :meth:`publish` renames it into place; what an interrupted save left there is removed."""
+        staged = self.staging_dir / name
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        return staged
+
+    def publish(self, staged: Path, name: str) -> Path:
+        """Rename a whole `staged` folder to `name` in the run, replacing a folder of that name (a resumed run
+        saves again at a step it had saved before). The folder is never seen half-written under its name."""
+        target = self.path / name
+        if target.exists():
+            old = self.staging_dir / f"{name}.replaced"
+            shutil.rmtree(old, ignore_errors=True)
+            target.replace(old)
+            staged.replace(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staged.replace(target)
+        _sync_folder(self.path)
+        with contextlib.suppress(OSError):
+            self.staging_dir.rmdir()  # only when nothing else is being written there
+        return target
+
+    def clear_staging(self) -> None:
+        """Remove what interrupted saves left in .partial/."""
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
 
     def is_complete(self, training, checkpoint: str | Path) -> bool:
         """True when this run finished (final adapter and summary written), `checkpoint` (the one a resume would
@@ -226,7 +314,7 @@ class RunDir:
         from .recipe import dump_recipe
 
         self.path.mkdir(parents=True, exist_ok=True)
-        self.recipe_file.write_text(dump_recipe(resolved_recipe), encoding="utf-8")
+        write_whole(self.recipe_file, dump_recipe(resolved_recipe))
         write_json(self.run_info_file, run_info)
 
     def append_metrics(self, record: dict) -> None:
@@ -234,17 +322,25 @@ class RunDir:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def keep_metrics_until(self, step: int) -> None:
-        """Drop the records logged after `step`: a resumed run logs those steps again from its checkpoint."""
+        """Drop the records logged after `step`, and an end-of-training record: a resumed run logs those steps
+        again from its checkpoint, and its own end."""
         if not self.metrics_file.is_file():
             return
-        kept = [
-            line
-            for line in self.metrics_file.read_text(encoding="utf-8").splitlines()
-            if line.strip() and _step_of(line) is not None and _step_of(line) <= step
-        ]
-        tmp = self.metrics_file.with_name(self.metrics_file.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        tmp.replace(self.metrics_file)
+        kept = []
+        for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a record cut short by the stop
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                if "train_loss" in record:  # the end of an earlier part of the run
+                    continue
+                kept.append(line)
+        write_whole(self.metrics_file, "".join(line + "\n" for line in kept))
+
+    def trainer_state(self, checkpoint: Path) -> dict:
+        """A checkpoint's trainer_state.json as transformers wrote it; empty if it has none."""
+        return self._json(Path(checkpoint) / TRAINER_STATE)
 
     def progress_at(self, checkpoint: Path) -> dict:
         """What the run had done when `checkpoint` was saved (training seconds so far); empty if unrecorded."""
@@ -271,11 +367,18 @@ def _num_prompts(document: dict) -> int:
     return count if isinstance(count, int) else 0
 
 
-def _step_of(line: str) -> int | None:
+def _sync_folder(path: Path) -> None:
+    """Make a rename in `path` durable (a power loss after it keeps the new name)."""
     try:
-        return json.loads(line).get("step")
-    except (json.JSONDecodeError, AttributeError):
-        return None
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _git(*args: str) -> str | None:
