@@ -52,7 +52,19 @@ def test_loaded_model_stops_on_every_stop_id_and_pads_with_s(loaded):
     assert model.generation_config.eos_token_id == [EOS, PAD]
     assert (tokenizer.pad_token_id, tokenizer.padding_side) == (PAD, "left")
     assert not model.training and model.dtype == torch.float32
-    assert type(model).__name__ == "PeftModelForCausalLM"  # the adapter is attached, not ignored
+    assert type(model).__name__ == "LlamaForCausalLM"  # the adapter merged into the full-precision weights
+
+
+def test_merged_adapter_answers_as_the_unmerged_one(adapter, loaded):
+    """Generation merges an adapter into float32 weights: the greedy tokens of the adapter kept separate, 48 deep."""
+    merged, tokenizer = loaded
+    unmerged, _ = load_for_inference(adapter, device="cpu", merge_adapter=False)
+    base, _ = load_for_inference(DEMO_MODEL, device="cpu")
+    assert type(unmerged).__name__ == "PeftModelForCausalLM"
+    settings = {"do_sample": False, "max_new_tokens": 48, "progress": False}
+    expected = generate_batch(unmerged, tokenizer, QUESTIONS, **settings)
+    assert generate_batch(merged, tokenizer, QUESTIONS, **settings) == expected
+    assert generate_batch(base, tokenizer, QUESTIONS, **settings) != expected  # the merge carried the adapter
 
 
 def test_batch_is_left_padded_and_matches_one_by_one(loaded, monkeypatch):
@@ -81,12 +93,12 @@ def test_batch_is_left_padded_and_matches_one_by_one(loaded, monkeypatch):
 @pytest.mark.parametrize("stop_id", [EOS, PAD])
 def test_generation_stops_on_each_stop_id(adapter, stop_id):
     model, tokenizer = load_for_inference(adapter, device="cpu")
-    head = model.base_model.model.lm_head
+    head = model.lm_head
     biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
     biased.weight.data.copy_(head.weight.data)
     biased.bias.data.zero_()
     biased.bias.data[stop_id] = 1e4  # the model's first token is always this stop id
-    model.base_model.model.lm_head = biased
+    model.lm_head = biased
     [result] = generate_batch(model, tokenizer, QUESTIONS[:1], **GREEDY)
     assert result.stopped_on_eos and result.new_tokens == 0 and result.text == ""
 
