@@ -68,15 +68,17 @@ def test_merged_adapter_answers_as_the_unmerged_one(adapter, loaded):
 
 
 def test_batch_is_left_padded_and_matches_one_by_one(loaded, monkeypatch):
+    from eeve_sft.inference import generation
+
     model, tokenizer = loaded
     seen = []
-    real_generate = model.generate
+    real_loop = generation.decode_static
 
-    def spy(**kwargs):
-        seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
-        return real_generate(**kwargs)
+    def spy(model, input_ids, attention_mask, *args, **kwargs):
+        seen.append((input_ids.clone(), attention_mask.clone()))
+        return real_loop(model, input_ids, attention_mask, *args, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(generation, "decode_static", spy)
     batched = generate_batch(model, tokenizer, QUESTIONS, batch_size=3, **GREEDY)
     ids, mask = seen[0]
     short = int(mask.sum(1).argmin())
@@ -246,24 +248,77 @@ def test_fast_path_matches_plain_generate_token_for_token(loaded, monkeypatch):
         plain.append(output[0, len(prompt) :].tolist())
 
     calls = []
-    real_generate = model.generate
+    real_loop = generation.decode_static
 
-    def spy(**kwargs):
-        calls.append(kwargs)
-        return real_generate(**kwargs)
+    def spy(model, input_ids, attention_mask, config, cache_len, plan, **kwargs):
+        calls.append({"input_ids": input_ids, "config": config, "cache_len": cache_len, **kwargs})
+        return real_loop(model, input_ids, attention_mask, config, cache_len, plan, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(generation, "decode_static", spy)
     fast = generation.generate_ids(
         model, prompts, config, pad_token_id(tokenizer), set(stop_token_ids(tokenizer)), batch_size=2, progress=False
     )
     assert fast == plain
     assert [c["input_ids"].shape[0] for c in calls] == [2, 2, 2]  # 5 prompts: the last batch is filled to 2 rows
-    assert {c["generation_config"].cache_implementation for c in calls} == {"static"}
+    assert {c["config"].cache_implementation for c in calls} == {"static"}
     longest = max(map(len, prompts))
-    assert {c["generation_config"].max_cache_len for c in calls} == {generation.cache_length(longest, 12)}
-    assert calls[-1]["stopping_criteria"][0].filler.tolist() == [False, True]  # the copy is finished at once
+    assert {c["cache_len"] for c in calls} == {generation.cache_length(longest, 12)}
+    assert calls[-1]["finished_after_first"].tolist() == [False, True]  # the copy is finished after one token
     widths = [c["input_ids"].shape[1] for c in calls]
     assert widths == sorted(widths, reverse=True)  # longest prompts first
+
+
+@pytest.mark.parametrize("check_every", [1, 3, 16])
+def test_decoding_loop_stops_rows_as_generate_does(adapter, check_every):
+    """Rows that stop at different steps, stop flags read every `check_every` steps: generate's ids, lengths
+    and streamed tokens, repetition penalty and the forced minimum length included."""
+    from transformers.generation.streamers import BaseStreamer
+
+    from eeve_sft.inference import generation
+    from eeve_sft.template import encode_prompt
+
+    class Recorder(BaseStreamer):
+        def __init__(self):
+            self.values = []
+
+        def put(self, value):
+            self.values.append(value.tolist())
+
+        def end(self):
+            self.values.append("end")
+
+    model, tokenizer = load_for_inference(adapter, device="cpu")
+    head = model.lm_head
+    prompts = [encode_prompt(tokenizer, q) for q in QUESTIONS]
+    input_ids, mask = generation.left_pad(prompts, PAD, "cpu")
+    cache_len = generation.cache_length(input_ids.shape[1], 24)
+    plan = generation.decode_plan(model)
+    seen = set()
+    # A bias towards <|im_end|>: one row stops while the others run to the limit, or all stop early.
+    for bias, penalty, minimum in ((0.5, 1.0, 0), (0.5, 1.3, 0), (1.0, 1.0, 0), (1.0, 1.3, 3)):
+        biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+        biased.weight.data.copy_(head.weight.data)
+        biased.bias.data.zero_()
+        biased.bias.data[EOS] = bias
+        model.lm_head = biased
+        config = SamplingConfig(
+            max_new_tokens=24, min_new_tokens=minimum, do_sample=False, repetition_penalty=penalty
+        ).generation_config(tokenizer)
+        fast = generation.fast_generation_config(config, cache_len, plan)
+        expected, got = Recorder(), Recorder()
+        with torch.inference_mode():
+            reference = model.generate(
+                input_ids=input_ids, attention_mask=mask, generation_config=config, streamer=expected
+            )
+            ours = generation.decode_static(
+                model, input_ids, mask, fast, cache_len, plan, streamer=got, check_every=check_every
+            )
+        stopped_at = [row.index(EOS) if EOS in row else None for row in reference[:, input_ids.shape[1] :].tolist()]
+        seen.add("mixed" if None in stopped_at else "all stopped")
+        assert all(s is None or s >= minimum for s in stopped_at)
+        assert ours.tolist() == reference.tolist()  # same tokens, same length: the step where the last row stopped
+        assert got.values == expected.values
+    assert seen == {"mixed", "all stopped"}
 
 
 def test_batch_rows_and_cache_buckets():
