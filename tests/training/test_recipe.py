@@ -57,8 +57,18 @@ def test_default_recipe_is_the_original_plus_speed_settings_only():
         "attn_implementation",
         "use_liger_kernel",
         "fused_lora",
+        "per_device_train_batch_size",
+        "activation_offloading",
+        "eval_steps",
+        "save_steps",
     }
     assert default["packing"] and default["attn_implementation"] == "flex_attention"
+    # Evaluation and checkpoints after about as many conversations as the original's: its steps hold 4 x 4 of
+    # them, a packed step 6 rows of 2048 tokens, each holding 2048 / ~450 (the training set's mean) conversations.
+    packed_step = default["per_device_train_batch_size"] * 2048 / 450
+    original_span = original["eval_steps"] * original["per_device_train_batch_size"] * 4
+    assert abs(default["eval_steps"] * packed_step / original_span - 1) < 0.05
+    assert default["save_steps"] == default["eval_steps"] and default["activation_offloading"]
 
 
 def test_default_recipe_reproduces_the_original_hyperparameters():
