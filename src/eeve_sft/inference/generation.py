@@ -9,7 +9,8 @@ so that work overlaps the GPU's. Greedy tokens are those of ``generate``. A comp
 shapes, so this module keeps them fixed for a whole run:
 
 - the cache length is one bucket for the run (the longest prompt rounded up to :data:`CACHE_BUCKET`, plus
-  ``max_new_tokens``); transformers keeps the largest length it has seen, so later calls reuse the graph;
+  ``max_new_tokens``); the model keeps its cache while the rows match and the length suffices, so later calls
+  reuse the graph;
 - every batch has the same number of rows: a short last batch is filled with copies of one of its prompts, marked
   finished from the first step so they never keep the batch running;
 - prompts are sorted by length, so the rows of one batch need little left padding.
