@@ -92,15 +92,19 @@ def test_batch_is_left_padded_and_matches_one_by_one(loaded, monkeypatch):
     assert all(r.new_tokens == 10 and r.hit_length_limit for r in batched)  # random weights never stop
 
 
-@pytest.mark.parametrize("stop_id", [EOS, PAD])
-def test_generation_stops_on_each_stop_id(adapter, stop_id):
-    model, tokenizer = load_for_inference(adapter, device="cpu")
-    head = model.lm_head
+def bias_head(model, head: torch.nn.Linear, token: int, bias: float) -> None:
+    """Give `model` a copy of `head` that adds `bias` to the logit of `token`."""
     biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
     biased.weight.data.copy_(head.weight.data)
     biased.bias.data.zero_()
-    biased.bias.data[stop_id] = 1e4  # the model's first token is always this stop id
+    biased.bias.data[token] = bias
     model.lm_head = biased
+
+
+@pytest.mark.parametrize("stop_id", [EOS, PAD])
+def test_generation_stops_on_each_stop_id(adapter, stop_id):
+    model, tokenizer = load_for_inference(adapter, device="cpu")
+    bias_head(model, model.lm_head, stop_id, 1e4)  # the model's first token is always this stop id
     [result] = generate_batch(model, tokenizer, QUESTIONS[:1], **GREEDY)
     assert result.stopped_on_eos and result.new_tokens == 0 and result.text == ""
 
@@ -296,11 +300,7 @@ def test_decoding_loop_stops_rows_as_generate_does(adapter, check_every):
     seen = set()
     # A bias towards <|im_end|>: one row stops while the others run to the limit, or all stop early.
     for bias, penalty, minimum in ((0.5, 1.0, 0), (0.5, 1.3, 0), (1.0, 1.0, 0), (1.0, 1.3, 3)):
-        biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
-        biased.weight.data.copy_(head.weight.data)
-        biased.bias.data.zero_()
-        biased.bias.data[EOS] = bias
-        model.lm_head = biased
+        bias_head(model, head, EOS, bias)
         config = SamplingConfig(
             max_new_tokens=24, min_new_tokens=minimum, do_sample=False, repetition_penalty=penalty
         ).generation_config(tokenizer)
