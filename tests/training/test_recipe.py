@@ -188,3 +188,14 @@ def test_flex_attention_is_refused_on_cpu_before_loading(tmp_path, monkeypatch):
     check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
     with pytest.raises(UserError, match="flex_attention trains only on a GPU"):
         check_for_training(parse_recipe(write(tmp_path, text + "use_cpu: true\n"), check_device=False))
+
+
+def test_activation_offloading_is_refused_without_a_gpu(tmp_path, monkeypatch):
+    text = "model_name_or_path: m\nactivation_offloading: true\n"
+    monkeypatch.setattr("eeve_sft.training.recipe.gpu_available", lambda: False)
+    with pytest.raises(UserError, match="activation_offloading: true needs a GPU"):
+        check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
+    monkeypatch.setattr("eeve_sft.training.recipe.gpu_available", lambda: True)
+    check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
+    with pytest.raises(UserError, match="activation_offloading: true needs a GPU"):
+        check_for_training(parse_recipe(write(tmp_path, text + "use_cpu: true\n"), check_device=False))

@@ -361,6 +361,10 @@ def check_for_training(recipe: Recipe) -> None:
         raise UserError("packing needs max_length")
     if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):
         raise UserError("attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa")
+    if training.activation_offloading and (training.use_cpu or not gpu_available()):
+        raise UserError(
+            "activation_offloading: true needs a GPU (TRL copies activations on CUDA streams); set it false"
+        )
     if training.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
         raise UserError(
             'use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false'
