@@ -249,6 +249,8 @@ class Bench:
         }
         document.setdefault("greedy_identity", self.meta.get("greedy_identity"))
         document.setdefault("lora_greedy_identity", self.meta.get("lora_greedy_identity"))
+        document.setdefault("merged_greedy_identity", self.meta.get("merged_greedy_identity"))
+        document.setdefault("loop_greedy_identity", self.meta.get("loop_greedy_identity"))
         (self.out / f"generation_{self.args.tag}.json").write_text(
             json.dumps(document, indent=2) + "\n", encoding="utf-8"
         )
@@ -328,6 +330,20 @@ class Bench:
         fast64 = self.variant("bf16 fast b64", model, "bf16", True, 64, steps_fast, weights, bandwidth)
         if plain64 and fast64:
             self.meta["greedy_identity"] = self.identity(plain64, fast64)
+        if self.wanted("bf16 fast b64 generate loop"):
+            # Before/after of the decoding loop: the same compiled step, driven by transformers' generate.
+            from eeve_sft.inference import generation
+
+            own = generation.loop_serves
+            generation.loop_serves = lambda config: False
+            try:
+                loop = self.variant(
+                    "bf16 fast b64 generate loop", model, "bf16", True, 64, steps_fast, weights, bandwidth
+                )
+            finally:
+                generation.loop_serves = own
+            if loop and fast64:
+                self.meta["loop_greedy_identity"] = self.identity(loop, fast64)
         self.variant("bf16 fast auto", model, "bf16", True, "auto", steps_fast, weights, bandwidth, full=True)
         if self.cuda and any(name.startswith("nf4") for name in args.only or ["nf4"]):
             # NF4 before the last bf16 variants, the bf16 model staying loaded
@@ -335,13 +351,13 @@ class Bench:
         elif not self.cuda:
             self.meta["nf4"] = "skipped: bitsandbytes NF4 needs a CUDA GPU"
         self.variant("bf16 fast b8", model, "bf16", True, 8, steps_fast, weights, bandwidth)
-        if any(self.wanted(f"bf16 lora {path} b64") for path in ("plain", "fast")):
-            self.lora(model, steps_plain, steps_fast, bandwidth)
         try:
             if self.wanted("profile"):
                 self.profile(model, 64)
         except Exception as err:  # noqa: BLE001
             print(f"profile failed: {type(err).__name__}: {err}", flush=True)
+        if any(self.wanted(f"bf16 lora {path} b64") for path in ("plain", "fast", "merged fast")):
+            self.lora(model, steps_plain, steps_fast, bandwidth)  # last: merging changes the base weights
         if self.cuda:
             self.meta["nvidia_smi_after"] = nvidia_smi()
         self.save()
@@ -370,7 +386,21 @@ class Bench:
         fast = self.variant("bf16 lora fast b64", lora, "bf16+lora", True, 64, steps_fast, weights, bandwidth)
         if plain and fast:
             self.meta["lora_greedy_identity"] = self.identity(plain, fast)
-        lora.unload()
+        if not any(self.wanted(name) for name in ("bf16 lora merged fast b64", "bf16 lora merged fast auto")):
+            lora.unload()
+            return
+        # As load_for_inference leaves an adapter on bf16 weights: merged into them (the base weights change).
+        merged = lora.merge_and_unload()
+        weights = weight_bytes_per_step(merged)
+        self.meta["weights_gb"]["bf16 merged"] = weights / 1e9
+        both = self.variant(
+            "bf16 lora merged fast b64", merged, "bf16 merged", True, 64, steps_fast, weights, bandwidth
+        )
+        if fast and both:
+            self.meta["merged_greedy_identity"] = self.identity(fast, both)
+        self.variant(
+            "bf16 lora merged fast auto", merged, "bf16 merged", True, "auto", steps_fast, weights, bandwidth, True
+        )
 
     def nf4(self, model_dir: Path, bandwidth: float, steps: int):
         from eeve_sft.inference.loading import load_for_inference
@@ -426,7 +456,8 @@ def _fmt(value, digits=1):
 def render(document: dict) -> str:
     """The RESULTS.md section of one run's generation.json."""
     v = document["versions"]
-    identities = [document[key] for key in ("greedy_identity", "lora_greedy_identity") if document.get(key)]
+    keys = ("greedy_identity", "loop_greedy_identity", "lora_greedy_identity", "merged_greedy_identity")
+    identities = [document[key] for key in keys if document.get(key)]
     lines = [
         f"### {document.get('label') or 'Generation speed'}",
         "",
@@ -539,6 +570,8 @@ def main() -> None:
     elif not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU: run with --cpu-smoke to check the script on a CPU")
     torch.manual_seed(0)
+    # One compiled step per model and batch shape: the variants of a run together need more than dynamo's default.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
     Bench(args, torch).run()
 
 

@@ -83,7 +83,8 @@ def bench_keys(variant: Variant, model: str, data: str, out_dir: Path, cpu_smoke
             max_steps=3,
             attn_implementation="sdpa",
             pad_to_multiple_of=None,
-        )  # flex attention has no CPU backward
+            activation_offloading=False,
+        )  # flex attention has no CPU backward; TRL's offloading copies on CUDA streams
     return keys
 
 

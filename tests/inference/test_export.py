@@ -37,7 +37,7 @@ def logits(model, tokenizer) -> torch.Tensor:
 
 def test_merged_float32_equals_the_adapter(adapter, tmp_path):
     out = merge_adapter(adapter, tmp_path / "merged", dtype="float32")
-    adapted, tokenizer = load_for_inference(adapter, device="cpu")
+    adapted, tokenizer = load_for_inference(adapter, device="cpu", merge_adapter=False)
     merged = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(DEMO_MODEL)
     expected = logits(adapted, tokenizer)
@@ -49,7 +49,7 @@ def test_merged_bfloat16_within_bf16_tolerance(adapter, tmp_path):
     out = merge_adapter(adapter, tmp_path / "merged")  # bfloat16 by default
     merged = AutoModelForCausalLM.from_pretrained(out)
     assert merged.dtype == torch.bfloat16
-    adapted, tokenizer = load_for_inference(adapter, device="cpu")
+    adapted, tokenizer = load_for_inference(adapter, device="cpu", merge_adapter=False)
     reference = logits(adapted, tokenizer)
     adapted.to(torch.bfloat16)
     bf16_adapter = logits(adapted, tokenizer)
@@ -80,7 +80,7 @@ def test_merged_dir_is_ready_to_serve(adapter, tmp_path):
     assert tokenizer.chat_template == AutoTokenizer.from_pretrained(adapter).chat_template
 
     # The merged model answers exactly as the adapter does.
-    adapted = load_for_inference(adapter, device="cpu")
+    adapted = load_for_inference(adapter, device="cpu", merge_adapter=False)
     merged = load_for_inference(out, device="cpu")
     assert resolve_model_source(out).kind == "model"
     for question in QUESTIONS:

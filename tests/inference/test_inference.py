@@ -53,19 +53,33 @@ def test_loaded_model_stops_on_every_stop_id_and_pads_with_s(loaded):
     assert model.generation_config.eos_token_id == [EOS, PAD]
     assert (tokenizer.pad_token_id, tokenizer.padding_side) == (PAD, "left")
     assert not model.training and model.dtype == torch.float32
-    assert type(model).__name__ == "PeftModelForCausalLM"  # the adapter is attached, not ignored
+    assert type(model).__name__ == "LlamaForCausalLM"  # the adapter merged into the full-precision weights
+
+
+def test_merged_adapter_answers_as_the_unmerged_one(adapter, loaded):
+    """Generation merges an adapter into float32 weights: the greedy tokens of the adapter kept separate, 48 deep."""
+    merged, tokenizer = loaded
+    unmerged, _ = load_for_inference(adapter, device="cpu", merge_adapter=False)
+    base, _ = load_for_inference(DEMO_MODEL, device="cpu")
+    assert type(unmerged).__name__ == "PeftModelForCausalLM"
+    settings = {"do_sample": False, "max_new_tokens": 48, "progress": False}
+    expected = generate_batch(unmerged, tokenizer, QUESTIONS, **settings)
+    assert generate_batch(merged, tokenizer, QUESTIONS, **settings) == expected
+    assert generate_batch(base, tokenizer, QUESTIONS, **settings) != expected  # the merge carried the adapter
 
 
 def test_batch_is_left_padded_and_matches_one_by_one(loaded, monkeypatch):
+    from eeve_sft.inference import generation
+
     model, tokenizer = loaded
     seen = []
-    real_generate = model.generate
+    real_loop = generation.decode_static
 
-    def spy(**kwargs):
-        seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
-        return real_generate(**kwargs)
+    def spy(model, input_ids, attention_mask, *args, **kwargs):
+        seen.append((input_ids.clone(), attention_mask.clone()))
+        return real_loop(model, input_ids, attention_mask, *args, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(generation, "decode_static", spy)
     batched = generate_batch(model, tokenizer, QUESTIONS, batch_size=3, **GREEDY)
     ids, mask = seen[0]
     short = int(mask.sum(1).argmin())
@@ -79,15 +93,19 @@ def test_batch_is_left_padded_and_matches_one_by_one(loaded, monkeypatch):
     assert all(r.new_tokens == 10 and r.hit_length_limit for r in batched)  # random weights never stop
 
 
-@pytest.mark.parametrize("stop_id", [EOS, PAD])
-def test_generation_stops_on_each_stop_id(adapter, stop_id):
-    model, tokenizer = load_for_inference(adapter, device="cpu")
-    head = model.base_model.model.lm_head
+def bias_head(model, head: torch.nn.Linear, token: int, bias: float) -> None:
+    """Give `model` a copy of `head` that adds `bias` to the logit of `token`."""
     biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
     biased.weight.data.copy_(head.weight.data)
     biased.bias.data.zero_()
-    biased.bias.data[stop_id] = 1e4  # the model's first token is always this stop id
-    model.base_model.model.lm_head = biased
+    biased.bias.data[token] = bias
+    model.lm_head = biased
+
+
+@pytest.mark.parametrize("stop_id", [EOS, PAD])
+def test_generation_stops_on_each_stop_id(adapter, stop_id):
+    model, tokenizer = load_for_inference(adapter, device="cpu")
+    bias_head(model, model.lm_head, stop_id, 1e4)  # the model's first token is always this stop id
     [result] = generate_batch(model, tokenizer, QUESTIONS[:1], **GREEDY)
     assert result.stopped_on_eos and result.new_tokens == 0 and result.text == ""
 
@@ -268,24 +286,73 @@ def test_fast_path_matches_plain_generate_token_for_token(loaded, monkeypatch):
         plain.append(output[0, len(prompt) :].tolist())
 
     calls = []
-    real_generate = model.generate
+    real_loop = generation.decode_static
 
-    def spy(**kwargs):
-        calls.append(kwargs)
-        return real_generate(**kwargs)
+    def spy(model, input_ids, attention_mask, config, cache_len, plan, **kwargs):
+        calls.append({"input_ids": input_ids, "config": config, "cache_len": cache_len, **kwargs})
+        return real_loop(model, input_ids, attention_mask, config, cache_len, plan, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(generation, "decode_static", spy)
     fast = generation.generate_ids(
         model, prompts, config, pad_token_id(tokenizer), set(stop_token_ids(tokenizer)), batch_size=2, progress=False
     )
     assert fast == plain
     assert [c["input_ids"].shape[0] for c in calls] == [2, 2, 2]  # 5 prompts: the last batch is filled to 2 rows
-    assert {c["generation_config"].cache_implementation for c in calls} == {"static"}
+    assert {c["config"].cache_implementation for c in calls} == {"static"}
     longest = max(map(len, prompts))
-    assert {c["generation_config"].max_cache_len for c in calls} == {generation.cache_length(longest, 12)}
-    assert calls[-1]["stopping_criteria"][0].filler.tolist() == [False, True]  # the copy is finished at once
+    assert {c["cache_len"] for c in calls} == {generation.cache_length(longest, 12)}
+    assert calls[-1]["finished_after_first"].tolist() == [False, True]  # the copy is finished after one token
     widths = [c["input_ids"].shape[1] for c in calls]
     assert widths == sorted(widths, reverse=True)  # longest prompts first
+
+
+@pytest.mark.parametrize("check_every", [1, 3, 16])
+def test_decoding_loop_stops_rows_as_generate_does(adapter, check_every):
+    """Rows that stop at different steps, stop flags read every `check_every` steps: generate's ids, lengths
+    and streamed tokens, repetition penalty and the forced minimum length included."""
+    from transformers.generation.streamers import BaseStreamer
+
+    from eeve_sft.inference import generation
+    from eeve_sft.template import encode_prompt
+
+    class Recorder(BaseStreamer):
+        def __init__(self):
+            self.values = []
+
+        def put(self, value):
+            self.values.append(value.tolist())
+
+        def end(self):
+            self.values.append("end")
+
+    model, tokenizer = load_for_inference(adapter, device="cpu")
+    head = model.lm_head
+    prompts = [encode_prompt(tokenizer, q) for q in QUESTIONS]
+    input_ids, mask = generation.left_pad(prompts, PAD, "cpu")
+    cache_len = generation.cache_length(input_ids.shape[1], 24)
+    plan = generation.decode_plan(model)
+    seen = set()
+    # A bias towards <|im_end|>: one row stops while the others run to the limit, or all stop early.
+    for bias, penalty, minimum in ((0.5, 1.0, 0), (0.5, 1.3, 0), (1.0, 1.0, 0), (1.0, 1.3, 3)):
+        bias_head(model, head, EOS, bias)
+        config = SamplingConfig(
+            max_new_tokens=24, min_new_tokens=minimum, do_sample=False, repetition_penalty=penalty
+        ).generation_config(tokenizer)
+        fast = generation.fast_generation_config(config, cache_len, plan)
+        expected, got = Recorder(), Recorder()
+        with torch.inference_mode():
+            reference = model.generate(
+                input_ids=input_ids, attention_mask=mask, generation_config=config, streamer=expected
+            )
+            ours = generation.decode_static(
+                model, input_ids, mask, fast, cache_len, plan, streamer=got, check_every=check_every
+            )
+        stopped_at = [row.index(EOS) if EOS in row else None for row in reference[:, input_ids.shape[1] :].tolist()]
+        seen.add("mixed" if None in stopped_at else "all stopped")
+        assert all(s is None or s >= minimum for s in stopped_at)
+        assert ours.tolist() == reference.tolist()  # same tokens, same length: the step where the last row stopped
+        assert got.values == expected.values
+    assert seen == {"mixed", "all stopped"}
 
 
 def test_batch_rows_and_cache_buckets():

@@ -57,8 +57,18 @@ def test_default_recipe_is_the_original_plus_speed_settings_only():
         "attn_implementation",
         "use_liger_kernel",
         "fused_lora",
+        "per_device_train_batch_size",
+        "activation_offloading",
+        "eval_steps",
+        "save_steps",
     }
     assert default["packing"] and default["attn_implementation"] == "flex_attention"
+    # Evaluation and checkpoints after about as many conversations as the original's: its steps hold 4 x 4 of
+    # them, a packed step 6 rows of 2048 tokens, each holding 2048 / ~450 (the training set's mean) conversations.
+    packed_step = default["per_device_train_batch_size"] * 2048 / 450
+    original_span = original["eval_steps"] * original["per_device_train_batch_size"] * 4
+    assert abs(default["eval_steps"] * packed_step / original_span - 1) < 0.05
+    assert default["save_steps"] == default["eval_steps"] and default["activation_offloading"]
 
 
 def test_default_recipe_reproduces_the_original_hyperparameters():
@@ -253,6 +263,8 @@ def test_check_validates_a_gpu_recipe_here_with_hardware_as_notes(tmp_path, caps
         "use_cpu: true (not needed for --check)",
         "note: attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa (not "
         "needed for --check)",
+        "note: activation_offloading: true needs a GPU (TRL copies activations on CUDA streams); set it false (not "
+        "needed for --check)",
         *(
             [
                 'note: use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: '
@@ -293,3 +305,14 @@ def test_print_recipe_prints_the_resolved_recipe_and_stops(tmp_path, capsys, mon
     assert printed["attn_implementation"] == "flex_attention" and said.err == ""
     again = parse_recipe(write(tmp_path, said.out), check_device=False)  # what it prints is a recipe
     assert again.resolved == printed
+
+
+def test_activation_offloading_is_refused_without_a_gpu(tmp_path, monkeypatch):
+    text = "model_name_or_path: m\nactivation_offloading: true\n"
+    monkeypatch.setattr("eeve_sft.training.recipe.gpu_available", lambda: False)
+    with pytest.raises(UserError, match="activation_offloading: true needs a GPU"):
+        check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
+    monkeypatch.setattr("eeve_sft.training.recipe.gpu_available", lambda: True)
+    check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
+    with pytest.raises(UserError, match="activation_offloading: true needs a GPU"):
+        check_for_training(parse_recipe(write(tmp_path, text + "use_cpu: true\n"), check_device=False))

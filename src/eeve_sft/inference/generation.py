@@ -1,11 +1,16 @@
 """The one batched generation path: a static KV cache, the decoding step compiled, shapes bucketed so it compiles once.
 
-Everything is transformers' own machinery: ``cache_implementation="static"`` sizes the KV cache once, and on a CUDA
-GPU ``generate`` then runs every decoding step through ``torch.compile(mode="reduce-overhead")`` (CUDA graphs).
-A compiled step is specialised to its shapes, so this module keeps them fixed for a whole run:
+The model's forward is transformers' own: a ``StaticCache`` sized once, and on a CUDA GPU every decoding step
+through the model's compiled call (``torch.compile(mode="reduce-overhead")``, CUDA graphs), as ``generate`` compiles
+it. The loop around the steps is this module's (:func:`decode_static`): ``generate`` waits for the GPU after every
+step to decide whether to stop, so the host's work for the next step (masks, processors, the graph's launch) adds
+to every step; here the host queues steps ahead and reads the stop flags once every :data:`STOP_CHECK_EVERY` steps,
+so that work overlaps the GPU's. Greedy tokens are those of ``generate``. A compiled step is specialised to its
+shapes, so this module keeps them fixed for a whole run:
 
 - the cache length is one bucket for the run (the longest prompt rounded up to :data:`CACHE_BUCKET`, plus
-  ``max_new_tokens``); transformers keeps the largest length it has seen, so later calls reuse the graph;
+  ``max_new_tokens``); the model keeps its cache while the rows match and the length suffices, so later calls
+  reuse the graph;
 - every batch has the same number of rows: a short last batch is filled with copies of one of its prompts, marked
   finished from the first step so they never keep the batch running;
 - prompts are sorted by length, so the rows of one batch need little left padding.
@@ -13,8 +18,9 @@ A compiled step is specialised to its shapes, so this module keeps them fixed fo
 Decoding steps attend to the KV heads in place (:func:`sdpa_gqa_decode`) rather than through transformers' compiled
 default, which repeats the whole cache for every query head each step. Rows stop on every stop id (EEVE:
 ``<|im_end|>`` and ``</s>``) and ``generate`` returns as soon as every row has stopped. Where compiling cannot serve,
-one line on stderr says so: without a CUDA GPU the same static-cache path runs uncompiled; bitsandbytes NF4 weights,
-which transformers does not compile, use plain ``generate`` (dynamic cache) in the same sorted, wide batches.
+one line on stderr says so: without a CUDA GPU the same static-cache loop runs uncompiled; bitsandbytes NF4 weights,
+which transformers does not compile, use plain ``generate`` (dynamic cache) in the same sorted, wide batches, and so
+does a generation config with settings the loop does not implement (:data:`LOOP_SETTINGS`).
 Prefill is not compiled (its width changes from batch to batch); it is one step of several hundred.
 """
 
@@ -30,8 +36,15 @@ import torch
 from transformers import (
     AttentionInterface,
     GenerationConfig,
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    StaticCache,
     StoppingCriteria,
     StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 from transformers.generation.streamers import BaseStreamer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -43,6 +56,27 @@ CACHE_BUCKET = 64  # cache lengths are multiples of this plus max_new_tokens: pr
 MAX_AUTO_BATCH = 256  # beyond this the attention over the cache outgrows what a wider batch saves
 CPU_BATCH = 8  # without a GPU there is no memory to size the batch from: a fixed, small width
 MEMORY_SHARE = 0.7  # of the free GPU memory, for the KV cache and the prefill activations of one batch
+STOP_CHECK_EVERY = 16  # decoding steps queued between reads of the stop flags: at most this many wasted at the end
+
+# GenerationConfig fields decode_static implements; a config that sets any other one goes through generate.
+LOOP_SETTINGS = frozenset(
+    {
+        "max_new_tokens",
+        "min_new_tokens",
+        "do_sample",
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "eos_token_id",
+        "pad_token_id",
+        "bos_token_id",
+        "cache_implementation",
+        "max_cache_len",
+        "disable_compile",
+        "transformers_version",
+    }
+)
 
 _notes_printed: set[str] = set()
 
@@ -283,6 +317,143 @@ def fast_generation_config(base: GenerationConfig, cache_len: int, plan: DecodeP
     return config
 
 
+def loop_serves(config: GenerationConfig) -> bool:
+    """Whether :func:`decode_static` implements every setting of `config` (else ``generate`` runs it)."""
+    return set(config.to_diff_dict()) <= LOOP_SETTINGS
+
+
+def _processors(config: GenerationConfig, prompt_width: int, device) -> LogitsProcessorList:
+    """transformers' own processors for the settings of :data:`LOOP_SETTINGS`, in the order ``generate`` applies them."""
+    eos = config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    processors = LogitsProcessorList()
+    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
+    if config.min_new_tokens and eos:
+        processors.append(MinNewTokensLengthLogitsProcessor(prompt_width, config.min_new_tokens, eos, device=device))
+    if config.do_sample:
+        if config.temperature is not None and config.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_k:
+            processors.append(TopKLogitsWarper(config.top_k))
+        if config.top_p is not None and config.top_p < 1.0:
+            processors.append(TopPLogitsWarper(config.top_p))
+    return processors
+
+
+def _static_cache(inner, rows: int, cache_len: int) -> tuple[StaticCache, int]:
+    """The model's StaticCache and its length: reset and reused while its rows and length fit, as ``generate`` keeps
+    its own (another shape means another compiled graph)."""
+    held = getattr(inner, "_eeve_static_cache", None)
+    if held is not None and held[0] == rows and held[1] >= cache_len:
+        held[2].reset()
+        return held[2], held[1]
+    inner._eeve_static_cache = None  # free the old cache before allocating the new one
+    cache = StaticCache(config=inner.config, max_cache_len=cache_len)
+    inner._eeve_static_cache = (rows, cache_len, cache)
+    return cache, cache_len
+
+
+@torch.inference_mode()
+def decode_static(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    config: GenerationConfig,
+    cache_len: int,
+    plan: DecodePlan,
+    finished_after_first: torch.Tensor | None = None,
+    streamer=None,
+    check_every: int = STOP_CHECK_EVERY,
+) -> torch.Tensor:
+    """Prompt and new tokens of each row, as ``generate`` returns them under the same config, with a static cache.
+
+    The prompt is one uncompiled forward; each new token one call of the model's compiled step (uncompiled where
+    `plan` says so). Nothing waits for the GPU inside the loop except every `check_every` steps, where the stop
+    flags (and, for a streamer, the tokens) are read; a `streamer` gets the prompt, then each step's tokens, as
+    ``generate`` gives them. Rows in `finished_after_first` are finished after their first token (batch fillers).
+    """
+    inner = _transformers_model(model)
+    rows, width = input_ids.shape
+    device = input_ids.device
+    max_new = config.max_new_tokens
+    cache, cache_len = _static_cache(inner, rows, cache_len)
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    eos = config.eos_token_id
+    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), dtype=torch.long, device=device)
+    processors = _processors(config, width, device)
+    step_call = inner.get_compiled_call(config.compile_config) if plan.compiled else inner.__call__
+
+    sequences = torch.full((rows, width + max_new), pad, dtype=torch.long, device=device)
+    sequences[:, :width] = input_ids
+    # The prompt's padding masked, every later slot open: causality closes the slots not yet written.
+    open_slots = torch.ones(rows, cache_len, dtype=torch.bool, device=device)
+    open_slots[:, :width] = attention_mask.bool()
+    slot = torch.arange(cache_len, device=device)
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    position = positions[:, -1:].clone()
+    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    active = torch.zeros(max_new, dtype=torch.bool, device=device)  # some row still running before step t
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+
+    outputs = inner(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    logits = outputs.logits[:, -1].to(dtype=torch.float32, copy=True)
+    del outputs
+    flushed = 0
+    for step in range(max_new):
+        active[step] = unfinished.any()
+        scores = processors(sequences[:, : width + step], logits)
+        if config.do_sample:
+            tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        else:
+            tokens = scores.argmax(dim=-1)
+        tokens = torch.where(unfinished, tokens, pad)
+        sequences[:, width + step] = tokens
+        unfinished &= ~torch.isin(tokens, eos)
+        if step == 0 and finished_after_first is not None:
+            unfinished &= ~finished_after_first
+        last = step == max_new - 1
+        if last or (step + 1) % check_every == 0:
+            flushed = _flush(sequences, active, width, flushed, step + 1, streamer)
+            if last or not bool(unfinished.any()):
+                break
+        position = position + 1
+        mask = (open_slots & (slot <= width + step))[:, None, None, :]
+        outputs = step_call(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=position,
+            past_key_values=cache,
+            use_cache=True,
+            return_dict=True,
+        )
+        logits = outputs.logits[:, -1].to(dtype=torch.float32, copy=True)
+        del outputs
+    steps = int(active.sum())  # the steps generate runs: the first, then one more while any row is running
+    if streamer is not None:
+        streamer.end()
+    return sequences[:, : width + steps]
+
+
+def _flush(sequences, active, width: int, start: int, stop: int, streamer) -> int:
+    """Hand the streamer the tokens of steps [start, stop) that ``generate`` would have run; returns `stop`."""
+    if streamer is not None and stop > start:
+        ran = active[start:stop].tolist()
+        block = sequences[:, width + start : width + stop].cpu()
+        for column, running in enumerate(ran):
+            if running:
+                streamer.put(block[:, column])
+    return stop
+
+
 def left_pad(prompts: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Input ids and attention mask of `prompts`, left-padded with `pad` to the longest."""
     width = max(len(p) for p in prompts)
@@ -315,7 +486,7 @@ def generate_ids(
     device = _model_device(model)
     longest = max(len(p) for p in prompts)
     max_new = generation_config.max_new_tokens
-    config, static = generation_config, False
+    config, static, own_loop = generation_config, False, False
     if fast:
         plan = decode_plan(model)
         note_once(plan)
@@ -326,6 +497,7 @@ def generate_ids(
         if static:
             config = fast_generation_config(generation_config, cache_len, plan)
             use_gqa_decode_attention(model)
+            own_loop = loop_serves(config)
     else:
         rows = batch_rows(CPU_BATCH if batch_size in (None, "auto") else batch_size, len(prompts), 1)
     # Longest first: similar lengths share a batch, and the widest batch (the most memory) comes first.
@@ -344,13 +516,26 @@ def generate_ids(
                 criteria = StoppingCriteriaList([_FillerRows(filler)])
             input_ids, attention_mask = left_pad(batch, pad, device)
             counter = ProgressStreamer(bar, stops, len(chunk)) if streamer is None else streamer
-            output = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                generation_config=config,
-                stopping_criteria=criteria,
-                streamer=counter,
-            )
+            if own_loop:
+                output = decode_static(
+                    model,
+                    input_ids,
+                    attention_mask,
+                    config,
+                    cache_len,
+                    plan,
+                    finished_after_first=criteria[0].filler if criteria else None,
+                    streamer=counter,
+                    check_every=STOP_CHECK_EVERY if streamer is None else 1,  # a caller's streamer shows each token
+                )
+            else:
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=config,
+                    stopping_criteria=criteria,
+                    streamer=counter,
+                )
             for row, index in enumerate(chunk):
                 answers[index] = output[row, input_ids.shape[1] :].tolist()
     finally:
@@ -368,4 +553,7 @@ def warm_up(model, generation_config: GenerationConfig, pad: int, prompt: list[i
     config = fast_generation_config(generation_config, cache_len, plan)
     config.max_new_tokens = 4  # compiling happens on the first decoding steps; the length does not matter
     input_ids, attention_mask = left_pad([prompt], pad, _model_device(model))
-    model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    if loop_serves(config):
+        decode_static(model, input_ids, attention_mask, config, cache_len, plan)
+    else:
+        model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)

@@ -162,12 +162,19 @@ def attach_adapter(model, source: ModelSource):
         raise UserError(f"cannot load adapter {source.path} onto '{source.base}': {one_line(err)}") from None
 
 
-def load_for_inference(model_path: str | Path | None = None, load_in_4bit: bool = False, device: str | None = None):
+def load_for_inference(
+    model_path: str | Path | None = None,
+    load_in_4bit: bool = False,
+    device: str | None = None,
+    merge_adapter: bool = True,
+):
     """Load `model_path` (adapter, merged model or Hub id; None = the EEVE base) ready to generate.
 
     Returns ``(model, tokenizer)``: the model in eval mode on `device` (cuda when there is one, else cpu;
     bf16 on cuda, fp32 on cpu), the tokenizer padding left with ``</s>``, and the generation config stopping
-    on every stop id.
+    on every stop id. An adapter on full-precision weights is merged into them (`merge_adapter`, in place: no
+    extra memory), so each projection is one product, as in the base model, instead of the base product plus the
+    adapter's two; on 4-bit weights it stays separate (merging would re-quantize them).
     """
     device = device or default_device()
     if load_in_4bit and not (str(device).startswith("cuda") and torch.cuda.is_available()):
@@ -181,6 +188,8 @@ def load_for_inference(model_path: str | Path | None = None, load_in_4bit: bool 
         model = load_base_weights(source, dtype_for(device))
     if source.kind == "adapter":
         model = attach_adapter(model, source)
+        if merge_adapter and not load_in_4bit:
+            model = model.merge_and_unload()
     if not load_in_4bit:
         model.to(device)
     model.eval()

@@ -453,6 +453,8 @@ def hardware_facts(recipe: Recipe) -> list[str]:
             facts.append("float8_base: true needs a GPU with FP8 matrix units (Ada, Hopper or newer); set it false")
     if model.attn_implementation == "flex_attention" and (training.use_cpu or not gpu_available()):
         facts.append("attn_implementation: flex_attention trains only on a GPU (it has no CPU backward); use sdpa")
+    if training.activation_offloading and (training.use_cpu or not gpu_available()):
+        facts.append("activation_offloading: true needs a GPU (TRL copies activations on CUDA streams); set it false")
     if training.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
         facts.append(
             'use_liger_kernel: true needs liger-kernel: pip install -e ".[liger]", or set use_liger_kernel: false'
