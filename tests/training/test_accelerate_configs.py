@@ -1,4 +1,4 @@
-"""The accelerate configs load, say what the README says, and fit the recipes they are meant for."""
+"""The accelerate configs load, do what the documentation says, and fit the recipes they are meant for."""
 
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
@@ -51,8 +51,14 @@ def test_qlora_without_bf16_storage_is_refused_under_zero3(monkeypatch):
     check_for_training(default)
 
 
-def test_every_readme_launch_command_names_existing_files():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def documentation() -> str:
+    """README and the reference pages behind it, where the launch commands are written down."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages)
+
+
+def test_every_documented_launch_command_names_existing_files():
+    readme = documentation()
     for name in ("single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3"):
         assert f"--config_file accelerate_configs/{name}.yaml" in readme
     for line in readme.splitlines():
@@ -77,10 +83,10 @@ def test_multi_node_configs_differ_from_their_single_node_config_only_in_the_mac
         assert config.deepspeed_config["deepspeed_multinode_launcher"] == "standard"
 
 
-def test_readme_multi_node_commands_pass_what_accelerate_reads_only_from_flags():
+def test_documented_multi_node_commands_pass_what_accelerate_reads_only_from_flags():
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = documentation()
     commands = [line for line in readme.splitlines() if "multi_node_" in line and line.startswith("accelerate launch")]
     assert [("--machine_rank 0" in c, "--machine_rank 1" in c) for c in commands] == [(True, False), (False, True)]
     for command in commands:
