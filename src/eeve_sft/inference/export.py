@@ -105,9 +105,33 @@ def _data_section(run: RunDir) -> list[str]:
     return lines
 
 
-def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id: str | None = None) -> str:
+def training_sections(run: RunDir | None) -> list[str]:
+    """The card's training data, recipe and evaluation sections, from the run an adapter came from."""
     from ..evaluation.report import results_table
 
+    recipe = run.recipe() if run else {}
+    out = ["## Training data", ""]
+    out += _data_section(run) if run else ["The adapter's training run was not found."]
+    out += ["", "## Recipe", ""]
+    if recipe:
+        out += ["```yaml", yaml.safe_dump(recipe, allow_unicode=True, sort_keys=True).strip(), "```"]
+    else:
+        out.append("The training run's recipe.yaml was not found next to the adapter.")
+    out += ["", "## Evaluation", ""]
+    document = run.evaluation() if run else None  # the file compare.py cites too
+    if document:
+        out += [
+            f"Answers to {document['num_prompts']} 반말 prompts, labelled by the project's speech-level classifier; "
+            "the 존댓말 rate is the share labelled polite.",
+            "",
+            results_table(document["models"]),
+        ]
+    else:
+        out.append("No eval.json was found in the training run (scripts/evaluate.py writes one).")
+    return out
+
+
+def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id: str | None = None) -> str:
     run = find_run_dir(adapter_path)
     run_dir = run.path if run else None
     recipe = run.recipe() if run else {}
@@ -134,26 +158,8 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "",
         f"`{base}`",
         "",
-        "## Training data",
-        "",
     ]
-    out += _data_section(run) if run else ["The adapter's training run was not found."]
-    out += ["", "## Recipe", ""]
-    if recipe:
-        out += ["```yaml", yaml.safe_dump(recipe, allow_unicode=True, sort_keys=True).strip(), "```"]
-    else:
-        out.append("The training run's recipe.yaml was not found next to the adapter.")
-    out += ["", "## Evaluation", ""]
-    document = run.evaluation() if run else None  # the file compare.py cites too
-    if document:
-        out += [
-            f"Answers to {document['num_prompts']} 반말 prompts, labelled by the project's speech-level classifier; "
-            "the 존댓말 rate is the share labelled polite.",
-            "",
-            results_table(document["models"]),
-        ]
-    else:
-        out.append("No eval.json was found in the training run (scripts/evaluate.py writes one).")
+    out += training_sections(run)
     out += [
         "",
         "## Use",
@@ -195,19 +201,19 @@ def push_to_hub(
     api=None,
 ) -> str:
     """Upload the merged model to `repo_id`, with the card rewritten to name the repo; return the repo URL."""
+    write_model_card(output_dir, adapter_path, base_model, repo_id)
+    return upload_folder(output_dir, repo_id, private, "Upload merged EEVE 존댓말 model", api)
+
+
+def upload_folder(folder: str | Path, repo_id: str, private: bool, message: str, api=None) -> str:
+    """Create the model repo `repo_id` if needed and upload `folder` into it; return the repo URL."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    write_model_card(output_dir, adapter_path, base_model, repo_id)
     api = api or HfApi()
     try:
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(output_dir),
-            repo_type="model",
-            commit_message="Upload merged EEVE 존댓말 model",
-        )
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=message)
     except (HfHubHTTPError, OSError, ValueError) as err:
         raise UserError(f"push to {repo_id} failed: {one_line(err)}") from None
     return str(url)
