@@ -234,7 +234,8 @@ def sentencepiece_model(tokenizer_json: dict, tokenizer, add_space_prefix: bool)
             piece.type, piece.score = piece_type.NORMAL, -float(rank.get(by_id[i], len(merges) + i))
     proto.trainer_spec.model_type = sp.TrainerSpec.BPE
     proto.trainer_spec.vocab_size = len(by_id)
-    proto.trainer_spec.byte_fallback = True
+    # SentencePiece refuses byte fallback without all 256 byte pieces; without them no text falls back to bytes.
+    proto.trainer_spec.byte_fallback = all(f"<0x{b:02X}>" in vocab for b in range(256))
     proto.trainer_spec.unk_id = tokenizer.unk_token_id
     proto.trainer_spec.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else -1
     proto.trainer_spec.eos_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)  # SentencePiece's eos is </s>
