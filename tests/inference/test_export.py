@@ -196,3 +196,32 @@ def test_merge_cli_bad_input(capsys, adapter, tmp_path):
         ["--model-path", str(adapter), "--output", str(taken), "--overwrite", "--dtype", "float32"]
     )
     assert not (taken / "keep.txt").exists() and (taken / "model.safetensors").is_file()
+
+
+def test_merged_folder_and_adapter_are_what_vllm_serves(tmp_path):
+    from eeve_sft.inference.export import vllm_problems
+
+    adapter = make_adapter(tmp_path / "run" / "final")
+    assert vllm_problems(adapter) == []
+    merged = merge_adapter(adapter, tmp_path / "merged", dtype="float32")
+    assert vllm_problems(merged) == []
+    generation = json.loads((merged / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [2048, 2]
+
+    # What would break it: a saved head, a changed stop list, a missing template.
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "modules_to_save": ["lm_head"]}))
+    assert vllm_problems(adapter) == ["adapter saves whole modules (lm_head): vLLM refuses it"]
+    (merged / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": 2048}))
+    (merged / "chat_template.jinja").unlink()
+    assert [p.split(" ")[0] for p in vllm_problems(merged, stop_ids=[2048, 2])] == ["no", "generation_config.json"]
+
+
+def test_shipped_recipes_train_no_whole_modules_except_the_demo():
+    from eeve_sft.training.recipe import parse_recipe
+
+    saved = {}
+    for recipe in sorted((REPO / "recipes").glob("*.yaml")):
+        saved[recipe.name] = parse_recipe(recipe, check_device=False).model.lora_modules_to_save
+    assert saved.pop("demo_cpu.yaml") == ["lm_head"]  # the random-weight demo trains its head: not for vLLM
+    assert all(not modules for modules in saved.values()), saved

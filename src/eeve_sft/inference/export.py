@@ -131,6 +131,33 @@ def _preference_section(run: RunDir, recipe: dict, sft_run: RunDir | None) -> li
     return lines
 
 
+def training_sections(run: RunDir | None) -> list[str]:
+    """The card's training data, preference tuning (a DPO run), recipe and evaluation sections, from the run an
+    adapter came from."""
+    recipe = run.recipe() if run else {}
+    out = ["## Training data", ""]
+    out += _data_section(run) if run else ["The adapter's training run was not found."]
+    if "sft_adapter" in recipe:
+        out += ["", "## Preference tuning", ""] + _preference_section(run, recipe, _sft_run_of(run, recipe))
+    out += ["", "## Recipe", ""]
+    if recipe:
+        out += ["```yaml", yaml.safe_dump(recipe, allow_unicode=True, sort_keys=True).strip(), "```"]
+    else:
+        out.append("The training run's recipe.yaml was not found next to the adapter.")
+    out += ["", "## Evaluation", ""]
+    document = run.evaluation() if run else None  # the file compare.py cites too
+    if document:
+        out += [
+            f"Answers to {document['num_prompts']} 반말 prompts, labelled by the project's speech-level classifier; "
+            "the 존댓말 rate is the share labelled polite.",
+            "",
+            results_table(document["models"]),
+        ]
+    else:
+        out.append("No evaluation was found in the training run (scripts/evaluate.py writes them into its eval/).")
+    return out
+
+
 def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id: str | None = None) -> str:
     run = find_run_dir(adapter_path)
     run_dir = run.path if run else None
@@ -144,7 +171,6 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "pipeline_tag": "text-generation",
         "tags": ["eeve", "lora", "sft", "trl", "korean", "honorifics"],
     }
-    sft_run = _sft_run_of(run, recipe)
     how = "fine-tuned with LoRA (TRL SFTTrainer)"
     if "sft_adapter" in recipe:
         front["tags"].append("dpo")
@@ -166,28 +192,8 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "",
         f"`{base}`",
         "",
-        "## Training data",
-        "",
     ]
-    out += _data_section(run) if run else ["The adapter's training run was not found."]
-    if "sft_adapter" in recipe:
-        out += ["", "## Preference tuning", ""] + _preference_section(run, recipe, sft_run)
-    out += ["", "## Recipe", ""]
-    if recipe:
-        out += ["```yaml", yaml.safe_dump(recipe, allow_unicode=True, sort_keys=True).strip(), "```"]
-    else:
-        out.append("The training run's recipe.yaml was not found next to the adapter.")
-    out += ["", "## Evaluation", ""]
-    document = run.evaluation() if run else None  # the file compare.py cites too
-    if document:
-        out += [
-            f"Answers to {document['num_prompts']} 반말 prompts, labelled by the project's speech-level classifier; "
-            "the 존댓말 rate is the share labelled polite.",
-            "",
-            results_table(document["models"]),
-        ]
-    else:
-        out.append("No evaluation was found in the training run (scripts/evaluate.py writes them into its eval/).")
+    out += training_sections(run)
     out += [
         "",
         "## Use",
@@ -229,19 +235,85 @@ def push_to_hub(
     api=None,
 ) -> str:
     """Upload the merged model to `repo_id`, with the card rewritten to name the repo; return the repo URL."""
+    write_model_card(output_dir, adapter_path, base_model, repo_id)
+    return upload_folder(output_dir, repo_id, private, "Upload merged EEVE 존댓말 model", api)
+
+
+def upload_folder(folder: str | Path, repo_id: str, private: bool, message: str, api=None) -> str:
+    """Create the model repo `repo_id` if needed and upload `folder` into it; return the repo URL."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    write_model_card(output_dir, adapter_path, base_model, repo_id)
     api = api or HfApi()
     try:
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(output_dir),
-            repo_type="model",
-            commit_message="Upload merged EEVE 존댓말 model",
-        )
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=message)
     except (HfHubHTTPError, OSError, ValueError) as err:
         raise UserError(f"push to {repo_id} failed: {one_line(err)}") from None
     return str(url)
+
+
+# ------------------------------------------------------------------------------------------------ vLLM readiness
+
+# What `vllm serve` needs of a folder as it is, from vLLM's documentation: a transformers config naming an
+# architecture it implements, the tokenizer with its chat template (otherwise every chat request needs
+# --chat-template), and generation_config.json, whose eos ids and sampling defaults vLLM applies to requests. A LoRA
+# adapter (--enable-lora --lora-modules NAME=PATH) must be a PEFT LoRA of rank at most --max-lora-rank without
+# modules_to_save, which vLLM's LoRA loader refuses.
+VLLM_ARCHITECTURES = ("LlamaForCausalLM",)
+VLLM_MAX_LORA_RANK = 64
+
+
+def vllm_problems(path: str | Path, stop_ids: list[int] | None = None) -> list[str]:
+    """Why `vllm serve` would not serve the merged model or adapter at `path` as it is (empty when it would).
+
+    `stop_ids` (default: the folder's tokenizer's, ``[<|im_end|>, </s>]``) must be generation_config.json's eos ids.
+    """
+    import json
+
+    folder = Path(path)
+    problems: list[str] = []
+
+    def read(name: str) -> dict | None:
+        file = folder / name
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+
+    adapter = read("adapter_config.json")
+    if adapter is not None:
+        if adapter.get("peft_type") != "LORA":
+            problems.append(f"adapter_config.json: peft_type is {adapter.get('peft_type')}, vLLM serves LORA only")
+        if int(adapter.get("r") or 0) > VLLM_MAX_LORA_RANK:
+            problems.append(f"adapter rank {adapter.get('r')} is above vLLM's largest --max-lora-rank (64)")
+        if adapter.get("modules_to_save"):
+            problems.append(f"adapter saves whole modules ({', '.join(adapter['modules_to_save'])}): vLLM refuses it")
+        if not (folder / "adapter_model.safetensors").is_file():
+            problems.append("no adapter_model.safetensors")
+        return problems
+
+    config = read("config.json")
+    if config is None:
+        return [f"{folder} has no config.json or adapter_config.json"]
+    architectures = config.get("architectures") or []
+    if not set(architectures) & set(VLLM_ARCHITECTURES):
+        problems.append(f"config.json architectures {architectures} are not {', '.join(VLLM_ARCHITECTURES)}")
+    if not list(folder.glob("*.safetensors")):
+        problems.append("no safetensors weights")
+    if not (folder / "tokenizer.json").is_file():
+        problems.append("no tokenizer.json")
+    tokenizer_config = read("tokenizer_config.json") or {}
+    if not (folder / "chat_template.jinja").is_file() and not tokenizer_config.get("chat_template"):
+        problems.append("no chat template (chat_template.jinja or tokenizer_config.json's chat_template)")
+    generation = read("generation_config.json")
+    if generation is None:
+        problems.append("no generation_config.json: vLLM would stop on config.json's single eos id only")
+    else:
+        if stop_ids is None:
+            from transformers import AutoTokenizer
+
+            from ..template import stop_token_ids
+
+            stop_ids = stop_token_ids(AutoTokenizer.from_pretrained(folder))
+        eos = generation.get("eos_token_id")
+        if (eos if isinstance(eos, list) else [eos]) != stop_ids:
+            problems.append(f"generation_config.json eos_token_id is {eos}, not {stop_ids}")
+    return problems
