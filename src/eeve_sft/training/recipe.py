@@ -163,15 +163,17 @@ def _field_defaults(classes: tuple) -> dict[str, object]:
     return defaults
 
 
-# SFT recipes' keys. A key that SFT and DPO recipes share has one type, choices and default in both (the fields of
-# TrainingArguments, ScriptArguments and ModelConfig), so the lookups below serve either kind of recipe.
+# SFT recipes' keys. A key of both kinds of recipe can differ between them (SFTConfig's loss_type is one name,
+# DPOConfig's a list), so a value is checked against the type and choices of its own recipe kind.
 FIELD_TYPES = _field_types(DATACLASSES)
-_ANY_TYPES = {**_field_types(DPO_DATACLASSES), **FIELD_TYPES}
 FIELD_CHOICES = _field_choices(DATACLASSES, FIELD_TYPES)
-_ANY_CHOICES = {**_field_choices(DPO_DATACLASSES, _ANY_TYPES), **FIELD_CHOICES}
 FIELD_DEFAULTS = _field_defaults(DATACLASSES)
 VALID_KEYS = frozenset(FIELD_TYPES) | {BASE_KEY}
 _SCHEMAS = {DATACLASSES: FIELD_TYPES, DPO_DATACLASSES: _field_types(DPO_DATACLASSES)}
+_CHOICES = {
+    DATACLASSES: FIELD_CHOICES,
+    DPO_DATACLASSES: _field_choices(DPO_DATACLASSES, _SCHEMAS[DPO_DATACLASSES]),
+}
 
 
 def field_types(classes: tuple = DATACLASSES) -> dict[str, object]:
@@ -235,10 +237,10 @@ def recipe_classes(path: str | Path) -> tuple:
         return DATACLASSES
 
 
-def _describe(key: str) -> str:
-    if key in _ANY_CHOICES:
-        return "one of " + ", ".join(str(c) for c in _ANY_CHOICES[key])
-    annotation = _ANY_TYPES[key]
+def _describe(key: str, classes: tuple) -> str:
+    if key in _CHOICES[classes]:
+        return "one of " + ", ".join(str(c) for c in _CHOICES[classes][key])
+    annotation = _SCHEMAS[classes][key]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         names = [getattr(a, "__name__", str(a)) for a in typing.get_args(annotation) if a is not type(None)]
         return " or ".join(names)
@@ -260,20 +262,20 @@ def _as_flag(parser: TrlParser, key: str, items: list[object]) -> object:
     return getattr(namespace, key)
 
 
-def _convert(parser: TrlParser, key: str, value: object) -> object:
-    annotation = _ANY_TYPES[key]
+def _convert(parser: TrlParser, key: str, value: object, classes: tuple) -> object:
+    annotation = _SCHEMAS[classes][key]
     if isinstance(value, dict) or (isinstance(value, list) and not _takes_list(annotation)):
-        raise expects(f"recipe key '{key}'", _describe(key), value)
+        raise expects(f"recipe key '{key}'", _describe(key, classes), value)
     items = value if isinstance(value, list) else [value]
     if any(isinstance(item, (dict, list)) for item in items) or not items:
-        raise expects(f"recipe key '{key}'", _describe(key), value)
+        raise expects(f"recipe key '{key}'", _describe(key, classes), value)
     try:
         converted = _as_flag(parser, key, items)
     except argparse.ArgumentError:
         # HfArgumentParser gives `str | bool` fields a bool parser; a string is still a valid value there.
-        if isinstance(value, str) and allows_str(annotation) and key not in _ANY_CHOICES:
+        if isinstance(value, str) and allows_str(annotation) and key not in _CHOICES[classes]:
             return value
-        raise expects(f"recipe key '{key}'", _describe(key), value) from None
+        raise expects(f"recipe key '{key}'", _describe(key, classes), value) from None
     if isinstance(converted, list):
         return [getattr(c, "value", c) for c in converted]
     return getattr(converted, "value", converted)
@@ -290,14 +292,14 @@ def check_values(values: dict, parser: TrlParser, classes: tuple = DATACLASSES) 
         annotation = types_[key]
         if value is None:
             if not allows_none(annotation):
-                raise expects(f"recipe key '{key}'", _describe(key), value)
+                raise expects(f"recipe key '{key}'", _describe(key, classes), value)
             checked[key] = None
         elif isinstance(value, dict):
             if not allows_dict(annotation):
-                raise expects(f"recipe key '{key}'", _describe(key), value)
+                raise expects(f"recipe key '{key}'", _describe(key, classes), value)
             checked[key] = value
         else:
-            checked[key] = _convert(parser, key, value)
+            checked[key] = _convert(parser, key, value, classes)
     return checked
 
 
