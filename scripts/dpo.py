@@ -11,10 +11,7 @@ answer the model finds likelier than the rejected one) at the SFT start and at t
 """
 
 import logging
-import shutil
 import sys
-
-from sft import resume_target  # the same resume rules as sft.py
 
 from eeve_sft.errors import UserError, run_cli
 
@@ -49,12 +46,13 @@ def main(argv: list[str]) -> None:
     check_only = "--check" in argv[1:]
     overrides = [a for a in argv[1:] if a != "--check"]
 
+    from eeve_sft.training.launch import Launch
     from eeve_sft.training.preference import adapter_lora_settings, resolve_sft_adapter, select_pairs
     from eeve_sft.training.recipe import check_for_training, parse_recipe
     from eeve_sft.training.run_dir import RunDir
 
     recipe = parse_recipe(argv[0], overrides, classes=DPO_DATACLASSES)
-    training, project = recipe.training, recipe.project
+    training = recipe.training
     check_for_training(recipe)
     check_for_dpo(recipe)
     adapter = resolve_sft_adapter(recipe)
@@ -62,12 +60,9 @@ def main(argv: list[str]) -> None:
         setattr(recipe.model, key, value)
         recipe.resolved[key] = value
 
-    run = RunDir(training.output_dir)
-    resume = resume_target(run, training.resume_from_checkpoint)
-    if resume and run.is_complete(training, resume):
-        print(f"{run.path} is already complete (step {run.summary().get('global_step')}): nothing to resume")
+    launch = Launch.prepare(recipe)  # after the SFT adapter's LoRA shape is the recipe's: a checkpoint must match
+    if launch is None:
         return
-    run.check_can_train(project.overwrite_output_dir, resuming=bool(resume))
 
     import torch
 
@@ -80,10 +75,8 @@ def main(argv: list[str]) -> None:
     from eeve_sft.jsonfiles import write_json
     from eeve_sft.training.assembly import build_dpo_trainer
     from eeve_sft.training.callbacks import CheckpointExtrasCallback, RunRecordCallback
-    from eeve_sft.training.distributed import stop_when_a_process_is_lost
-    from eeve_sft.training.modeling import generation_config_for, tokenizer_for_recipe
-    from eeve_sft.training.preference import preference_share
-    from eeve_sft.training.run_dir import collect_run_info, full_configuration
+    from eeve_sft.training.modeling import tokenizer_for_recipe
+    from eeve_sft.training.preference import PAIR_FIELDS, preference_share
 
     set_seed(training.seed)
     tokenizer = tokenizer_for_recipe(recipe)
@@ -93,59 +86,54 @@ def main(argv: list[str]) -> None:
             print(note, file=sys.stderr)
     with state.main_process_first():
         data = select_pairs(recipe)
-    stats = {name: {"pairs": len(split)} for name, split in (("train", data.train), ("eval", data.eval)) if split}
+    splits = {name: split for name, split in (("train", data.train), ("eval", data.eval)) if split}
+    stats = {name: {"pairs": len(split)} for name, split in splits.items()}
+    launch.check_data(splits, data.dataset_name, PAIR_FIELDS, record=not check_only)
     if check_only:
         counts = ", ".join(f"{s['pairs']} {name} pairs" for name, s in stats.items())
         print(f"{argv[0]}: recipe, sft_adapter, output_dir, tokenizer and pairs checked ({counts}); nothing written")
         return
 
-    if state.is_main_process:
-        if project.overwrite_output_dir and not resume and run.path.is_dir():
-            shutil.rmtree(run.path)
-        run.log_to_file()
-        for note in recipe.notes:
-            logger.info(note)
-        fingerprints = {"train": data.train._fingerprint, **({"eval": data.eval._fingerprint} if data.eval else {})}
-        info = collect_run_info(sys.argv, training.seed, fingerprints, stats, full_configuration(recipe))
-        info["sft_adapter"] = str(adapter)
-        run.write_start(recipe.resolved, info)
-    state.wait_for_everyone()
-
+    fingerprints = {name: split._fingerprint for name, split in splits.items()}
+    launch.write_start(state, fingerprints, stats, sft_adapter=str(adapter))
+    run = launch.run
     callbacks = [RunRecordCallback(run, stats), CheckpointExtrasCallback(tokenizer)]
     trainer = build_dpo_trainer(recipe, tokenizer, data, adapter, callbacks)
-    if not resume:  # the SFT start, before any step; a resumed run finds it in metrics.jsonl
+    if not launch.resume:  # the SFT start, before any step; a resumed run finds it in metrics.jsonl
         start = preference_share(trainer, trainer.eval_dataset)["share"]
         if state.is_main_process:
             run.append_metrics({"step": 0, PREFERENCE_START: start})
-    with stop_when_a_process_is_lost(run.path):
-        trainer.train(resume_from_checkpoint=resume)
+    launch.train(trainer, state)
     end = preference_share(trainer, trainer.eval_dataset)
 
     # The frozen reference copy is not part of the result: final/ holds one adapter with both stages in it.
     model = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in model.peft_config:
         model.delete_adapter("ref")
-    trainer.save_model(str(run.final_dir))
+    launch.save_final(trainer, tokenizer, state)
+    before = None
     if state.is_main_process:
-        tokenizer.save_pretrained(run.final_dir)
-        generation_config_for(tokenizer).save_pretrained(run.final_dir)
         summary = run.summary()
         before = next((e[PREFERENCE_START] for e in run.metrics() if PREFERENCE_START in e), None)
         summary["sft_adapter"] = str(adapter)
         summary["preference"] = {"eval_pairs": end["pairs"], "sft_start": before, "end": end["share"]}
         write_json(run.summary_file, summary)
         logger.info("held-out pairs with the chosen answer likelier: SFT start %s, end %s", before, end["share"])
-        print(
-            f"\nrun written to {run.path} (adapter in {run.final_dir}; SFT and DPO in one adapter).\n"
-            f"held-out pairs where the chosen answer is likelier: {before} at the SFT start, {end['share']} now. Next:\n"
-            f"  python scripts/chat.py --model-path {run.final_dir}\n"
-            f"  python scripts/evaluate.py --model-path {adapter} {run.final_dir}\n"
-            f"  python scripts/compare.py {RunDir.containing(adapter).path if RunDir.containing(adapter) else adapter}"
-            f" {run.path}"
-        )
-    state.wait_for_everyone()
-    trainer.end()
+    sft_run = RunDir.containing(adapter)
+    launch.finish(
+        trainer,
+        state,
+        f"\nrun written to {run.path} (adapter in {run.final_dir}; SFT and DPO in one adapter).\n"
+        f"held-out pairs where the chosen answer is likelier: {before} at the SFT start, {end['share']} now. Next:\n"
+        f"  python scripts/chat.py --model-path {run.final_dir}\n"
+        f"  python scripts/evaluate.py --model-path {adapter} {run.final_dir}\n"
+        f"  python scripts/compare.py {sft_run.path if sft_run else adapter} {run.path}",
+    )
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(sys.argv[1:]))
+    try:
+        run_cli(lambda: main(sys.argv[1:]))
+    except KeyboardInterrupt:  # before training started or after it ended: nothing to resume from here
+        print("\nstopped (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

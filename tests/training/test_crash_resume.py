@@ -233,8 +233,8 @@ def test_the_resume_command_is_the_launch_command_with_resume_set(tmp_path):
     # A stand-in for `python -m accelerate.commands.launch FLAGS scripts/sft.py ARGS`: its child, under the
     # environment accelerate gives, prints the command that resumes it.
     child = (
-        "import sys; sys.path.insert(0, 'tests'); from helpers import load_script; "
-        "sys.argv = sys.argv[1:]; print(load_script('sft').resume_command())"
+        "import sys; from eeve_sft.training.launch import resume_command; "
+        "sys.argv = sys.argv[1:]; print(resume_command())"
     )
     args = ["scripts/sft.py", "recipes/demo_cpu.yaml", "--output_dir", "out", "--resume_from_checkpoint", "out/x"]
     launcher = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], *sys.argv[6:]])"

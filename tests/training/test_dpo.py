@@ -123,8 +123,7 @@ PAIR = {
 }
 
 
-def test_bad_input_is_one_line_exit_2_and_nothing_written(demo_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # dpo.py shares sft.py's resume rules
+def test_bad_input_is_one_line_exit_2_and_nothing_written(demo_run, tmp_path, capsys):
     out = tmp_path / "run"
     base = [str(DPO_RECIPE), "--check", "--output_dir", str(out)]
     good = ["--sft_adapter", str(demo_run / "final")]
@@ -168,3 +167,45 @@ def test_evaluate_reads_a_dpo_run_and_sft_points_a_dpo_recipe_to_dpo_py(dpo_run,
     assert "chosen answers of" in data.description
     with pytest.raises(UserError, match="unknown key 'sft_adapter'; it is a key of DPO recipes: train those with"):
         parse_recipe(DPO_RECIPE, check_device=False)
+
+
+def test_a_dpo_run_resumes_from_its_last_whole_checkpoint_on_the_same_pairs(
+    dpo_run, demo_run, demo_pairs, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(dpo_run, run)
+    (run / "checkpoint-8").mkdir()  # a save stopped part-way: no trainer_state.json
+    args = [str(DPO_RECIPE), "--sft_adapter", str(demo_run / "final"), "--output_dir", str(run), *DPO_FLAGS]
+    args[args.index("--max_steps") + 1] = "8"
+    resume = ["--resume_from_checkpoint", "true"]
+
+    # Other pairs than the run started with: refused before the model loads.
+    changed = shutil.copytree(demo_pairs, tmp_path / "changed")
+    rows = (changed / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (changed / "train.jsonl").write_text("".join(rows[:-1]), encoding="utf-8")
+    error = dpo_error(capsys, [*args, "--dataset_name", str(changed), *resume, "--check"])
+    assert f"the train rows of {changed} differ from those this run started with" in error
+
+    result = run_script(
+        *ACCELERATE, *ACCELERATE_CPU, "scripts/dpo.py", *args, "--dataset_name", str(demo_pairs), *resume
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert (
+        "checkpoint-8 is incomplete (no trainer_state.json: its save was stopped part-way); "
+        "resuming from checkpoint-6 instead"
+    ) in lines
+    assert f"resuming from {run / 'checkpoint-6'} (step 6)" in lines
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    before = json.loads((dpo_run / "summary.json").read_text(encoding="utf-8"))["preference"]["sft_start"]
+    assert summary["global_step"] == 8 and summary["preference"]["sft_start"] == before  # not measured again
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in metrics if "loss" in e] == [2, 4, 6, 8]
+    assert set(json.loads((run / "run_info.json").read_text())["data_digests"]) == {"train", "eval"}
+    # final/ replaced whole by the adapter trained two steps further; nothing left half-written beside it.
+    from safetensors.torch import load_file
+
+    old = load_file(dpo_run / "final" / "adapter_model.safetensors")
+    new = load_file(run / "final" / "adapter_model.safetensors")
+    assert old.keys() == new.keys() and any(not (old[k] == new[k]).all() for k in old)
+    assert not (run / ".partial").exists() and not (run / "final" / "ref").exists()

@@ -316,3 +316,17 @@ def test_activation_offloading_is_refused_without_a_gpu(tmp_path, monkeypatch):
     check_for_training(parse_recipe(write(tmp_path, text), check_device=False))
     with pytest.raises(UserError, match="activation_offloading: true needs a GPU"):
         check_for_training(parse_recipe(write(tmp_path, text + "use_cpu: true\n"), check_device=False))
+
+
+def test_a_key_of_both_recipe_kinds_is_checked_against_its_own_kind(tmp_path):
+    from eeve_sft.training.recipe import DPO_DATACLASSES
+
+    # loss_type is one of SFTConfig's names in an SFT recipe and a list of DPO losses in a DPO recipe.
+    dpo, sft = tmp_path / "dpo.yaml", tmp_path / "sft.yaml"
+    dpo.write_text(f"base_recipe: {REPO / 'recipes' / 'demo_cpu_dpo.yaml'}\nloss_type: [sigmoid, ipo]\n")
+    sft.write_text(f"base_recipe: {REPO / 'recipes' / 'demo_cpu.yaml'}\nloss_type: dft\n")
+    assert parse_recipe(dpo, classes=DPO_DATACLASSES, check_device=False).training.loss_type == ["sigmoid", "ipo"]
+    assert parse_recipe(sft, check_device=False).training.loss_type == "dft"
+    sft.write_text(f"base_recipe: {REPO / 'recipes' / 'demo_cpu.yaml'}\nloss_type: sigmoid\n")
+    with pytest.raises(UserError, match="recipe key 'loss_type' expects one of nll, dft, chunked_nll, got 'sigmoid'"):
+        parse_recipe(sft, check_device=False)

@@ -100,10 +100,14 @@ def test_resume_from_latest_checkpoint(demo_run, tmp_path):
     tokens = [r["num_tokens"] for r in after if "loss" in r]
     assert tokens == sorted(tokens) and tokens[-1] > tokens[-2] > 0
     assert [r["num_input_tokens_seen"] for r in after if "loss" in r][-1] == summary["num_input_tokens_seen"]
-    # The final adapter is the best checkpoint's (no evaluation after step 12, so checkpoint-12's).
+    # The final adapter is the best checkpoint's. transformers also evaluates at the last step when it falls
+    # between eval_steps, so step 14 competes with step 12 (and wins only on a strictly lower loss).
+    losses = {r["step"]: r["eval_loss"] for r in after if "eval_loss" in r}
+    assert set(losses) == {6, 12, 14}
+    best_step, other = (14, 12) if losses[14] < losses[12] else (12, 14)
     best = json.loads((run / "checkpoint-14" / "trainer_state.json").read_text())["best_model_checkpoint"]
-    assert best == str(run / "checkpoint-12")
-    assert same_weights(run / "final", run / "checkpoint-12") and not same_weights(run / "final", run / "checkpoint-14")
+    assert best == str(run / f"checkpoint-{best_step}")
+    assert same_weights(run / "final", run / best) and not same_weights(run / "final", run / f"checkpoint-{other}")
 
 
 def same_weights(a, b) -> bool:

@@ -139,13 +139,16 @@ def check_conversations(dataset: Dataset, split: str, dataset_name: str | None =
             raise UserError(f"{where}: {problem}")
 
 
-def conversations_digest(dataset: Dataset) -> str:
-    """SHA-256 of a split's conversations in their order: the same rows give the same digest wherever the file
-    lies and whatever its modification time (a datasets fingerprint changes with both)."""
+def conversations_digest(dataset: Dataset, columns: tuple[str, ...] = ("messages",)) -> str:
+    """SHA-256 of a split's conversations (`columns` of each row: messages, or a pair's prompt, chosen and
+    rejected) in their order: the same rows give the same digest wherever the file lies and whatever its
+    modification time (a datasets fingerprint changes with both)."""
     digest = hashlib.sha256()
-    for messages in dataset["messages"]:
-        digest.update(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode("utf-8"))
-        digest.update(b"\n")
+    for batch in dataset.select_columns(list(columns)).iter(batch_size=1024):
+        for row in zip(*(batch[column] for column in columns), strict=True):
+            for value in row:
+                digest.update(json.dumps(value, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+            digest.update(b"\n")
     return digest.hexdigest()
 
 

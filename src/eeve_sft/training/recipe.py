@@ -163,14 +163,17 @@ def _field_defaults(classes: tuple) -> dict[str, object]:
     return defaults
 
 
-# SFT recipes' keys. DPO recipes have their own: a key of both kinds can differ between them (`loss_type`).
+# SFT recipes' keys. A key of both kinds of recipe can differ between them (SFTConfig's loss_type is one name,
+# DPOConfig's a list), so a value is checked against the type and choices of its own recipe kind.
 FIELD_TYPES = _field_types(DATACLASSES)
 FIELD_CHOICES = _field_choices(DATACLASSES, FIELD_TYPES)
 FIELD_DEFAULTS = _field_defaults(DATACLASSES)
 VALID_KEYS = frozenset(FIELD_TYPES) | {BASE_KEY}
-_DPO_TYPES = _field_types(DPO_DATACLASSES)
-_SCHEMAS = {DATACLASSES: FIELD_TYPES, DPO_DATACLASSES: _DPO_TYPES}
-_CHOICES = {DATACLASSES: FIELD_CHOICES, DPO_DATACLASSES: _field_choices(DPO_DATACLASSES, _DPO_TYPES)}
+_SCHEMAS = {DATACLASSES: FIELD_TYPES, DPO_DATACLASSES: _field_types(DPO_DATACLASSES)}
+_CHOICES = {
+    DATACLASSES: FIELD_CHOICES,
+    DPO_DATACLASSES: _field_choices(DPO_DATACLASSES, _SCHEMAS[DPO_DATACLASSES]),
+}
 
 
 def field_types(classes: tuple = DATACLASSES) -> dict[str, object]:
@@ -234,10 +237,9 @@ def recipe_classes(path: str | Path) -> tuple:
         return DATACLASSES
 
 
-def _describe(key: str, classes: tuple = DATACLASSES) -> str:
-    choices = _CHOICES[classes]
-    if key in choices:
-        return "one of " + ", ".join(str(c) for c in choices[key])
+def _describe(key: str, classes: tuple) -> str:
+    if key in _CHOICES[classes]:
+        return "one of " + ", ".join(str(c) for c in _CHOICES[classes][key])
     annotation = _SCHEMAS[classes][key]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         names = [getattr(a, "__name__", str(a)) for a in typing.get_args(annotation) if a is not type(None)]
@@ -260,7 +262,7 @@ def _as_flag(parser: TrlParser, key: str, items: list[object]) -> object:
     return getattr(namespace, key)
 
 
-def _convert(parser: TrlParser, key: str, value: object, classes: tuple = DATACLASSES) -> object:
+def _convert(parser: TrlParser, key: str, value: object, classes: tuple) -> object:
     annotation = _SCHEMAS[classes][key]
     if isinstance(value, dict) or (isinstance(value, list) and not _takes_list(annotation)):
         raise expects(f"recipe key '{key}'", _describe(key, classes), value)
