@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    check_model(args.model_path)  # before the heavy imports: a mistyped path fails at once
+    if args.model_path:  # written pairs (--pairs) need no model
+        check_model(args.model_path)  # before the heavy imports: a mistyped path fails at once
     from eeve_sft.data_prep.docgen import generate_from_docs, load_config, load_pairs, model_generator
     from eeve_sft.inference.loading import load_for_inference
     from eeve_sft.output_dir import check_output_dir
