@@ -218,10 +218,11 @@ def test_merged_folder_and_adapter_are_what_vllm_serves(tmp_path):
 
 
 def test_shipped_recipes_train_no_whole_modules_except_the_demo():
-    from eeve_sft.training.recipe import parse_recipe
+    from eeve_sft.training.recipe import parse_recipe, recipe_classes
 
     saved = {}
     for recipe in sorted((REPO / "recipes").glob("*.yaml")):
-        saved[recipe.name] = parse_recipe(recipe, check_device=False).model.lora_modules_to_save
+        parsed = parse_recipe(recipe, check_device=False, classes=recipe_classes(recipe))
+        saved[recipe.name] = parsed.model.lora_modules_to_save
     assert saved.pop("demo_cpu.yaml") == ["lm_head"]  # the random-weight demo trains its head: not for vLLM
     assert all(not modules for modules in saved.values()), saved
