@@ -138,7 +138,7 @@ def test_failed_generation_is_shown_and_the_page_goes_on(demo, monkeypatch):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
 
     with monkeypatch.context() as patch:
-        patch.setattr(demo.model, "generate", out_of_memory)
+        patch.setattr(demo.model, "forward", out_of_memory)  # every generation path runs the forward
         _, states = run(page, QUESTION, session)
     assert states[-1][0][-1]["content"] == "⚠ generation failed: CUDA out of memory. Tried to allocate 2 GiB"
     assert session.conversations[0] == []  # the model's conversation is as it was
