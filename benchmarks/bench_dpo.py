@@ -13,8 +13,9 @@ conversation up to its answer, chosen is the answer, rejected the same answer's 
 length, so both sides cost the same). A run is one epoch of `steps` optimizer steps, so a precomputed reference pass
 covers exactly the pairs trained on. Per variant: policy tokens/s (chosen and rejected, non-padding) over the steps
 after warm-up, the reference pass's seconds (precomputed variants), tokens/s over the whole epoch with that pass,
-and peak allocated / reserved memory (training; the reference pass separately). Results go beside the SFT
-benchmark's: `benchmarks/results/train_speed/<date>_<device>/<variant>.json`; `report` tables them against q_default.
+and peak allocated / reserved memory (training; the reference pass separately). Results, the SFT default's run of
+the same call included: `benchmarks/results/dpo_speed/<date>_<device>/<variant>.json`; `report` tables them against
+q_default.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, module_command, module_env
-from benchmarks.variants import TRAIN_RESULTS
+from benchmarks.common import REPO, RESULTS_ROOT, module_command, module_env
 
 VARIANTS_FILE = REPO / "benchmarks/dpo_variants.yaml"
 SFT_BASELINE = "q_default"  # the training benchmark's variant of the shipped SFT recipe
@@ -374,7 +374,9 @@ def main() -> None:
     common.add_argument("--data", default="/tmp/synth", help="written there when missing")
     common.add_argument("--cpu-smoke", action="store_true", help="tiny model on CPU: tests the benchmark itself")
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--results", default=str(TRAIN_RESULTS), help="results root: one folder per date and device")
+    where.add_argument(
+        "--results", default=str(RESULTS_ROOT / "dpo_speed"), help="results root: one folder per date and device"
+    )
     where.add_argument("--date", default=datetime.datetime.now(datetime.UTC).date().isoformat())
     r = sub.add_parser("run", parents=[common, where], help="the SFT default, then the DPO variants")
     r.add_argument("--variants", default="", help="comma-separated names (default: all)")
