@@ -168,6 +168,8 @@ def test_browser_asks_in_banmal_and_sees_both_answers_badges_and_passages(served
         for message in FOLLOW_UPS:
             box.send_keys(message)
             box.send_keys(Keys.ENTER)
+            # As a person would, type the next message once the box has taken this one (it clears on sending).
+            expect(lambda _: box.get_attribute("value") == "", "an empty message box after sending")
 
         def answered_all(driver) -> bool:
             badges = [driver.find_elements(By.CSS_SELECTOR, f"#{c} .speech-badge") for c in ("chat-0", "chat-1")]
