@@ -158,6 +158,23 @@ def training_sections(run: RunDir | None) -> list[str]:
     return out
 
 
+def training_description(recipe: dict) -> tuple[str, list[str]]:
+    """How a run's model was trained, for a card's first sentence, and the tags that say so: a DPO run's recipe
+    names the SFT adapter it continued."""
+    if "sft_adapter" in recipe:
+        return (
+            "fine-tuned with LoRA in two stages, SFT (TRL SFTTrainer) then preference tuning (TRL DPOTrainer) that "
+            "prefers each 존댓말 answer over the same answer in 반말,",
+            ["dpo"],
+        )
+    return "fine-tuned with LoRA (TRL SFTTrainer)", []
+
+
+def card_head(front: dict, title: str) -> list[str]:
+    """A model card's front matter and title lines."""
+    return ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "", f"# {title}", ""]
+
+
 def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id: str | None = None) -> str:
     run = find_run_dir(adapter_path)
     run_dir = run.path if run else None
@@ -171,20 +188,10 @@ def render_model_card(adapter_path: str | Path, base_model: str | None, repo_id:
         "pipeline_tag": "text-generation",
         "tags": ["eeve", "lora", "sft", "trl", "korean", "honorifics"],
     }
-    how = "fine-tuned with LoRA (TRL SFTTrainer)"
-    if "sft_adapter" in recipe:
-        front["tags"].append("dpo")
-        how = (
-            "fine-tuned with LoRA in two stages, SFT (TRL SFTTrainer) then preference tuning (TRL DPOTrainer) that "
-            "prefers each 존댓말 answer over the same answer in 반말,"
-        )
+    how, tags = training_description(recipe)
+    front["tags"] += tags
     out = [
-        "---",
-        yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(),
-        "---",
-        "",
-        f"# {title}",
-        "",
+        *card_head(front, title),
         f"`{base}` {how} to answer in natural 존댓말, also when asked in 반말. "
         "The adapter is merged into the base weights: this is a standalone model.",
         "",

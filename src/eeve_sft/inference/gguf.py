@@ -369,32 +369,26 @@ def gguf_name(output: Path, quant: str) -> str:
 
 
 def render_gguf_card(export: GgufExport, repo_id: str | None = None) -> str:
-    import yaml
-
-    from .export import find_run_dir, training_sections
+    from .export import card_head, find_run_dir, training_description, training_sections
 
     source = export.source
     adapter = source.kind == "adapter"
     base = source.base if adapter else source.given
     title = repo_id.split("/")[-1] if repo_id else export.output.name
+    run = find_run_dir(source.path) if adapter else None
+    how, tags = training_description(run.recipe() if run else {})
     front = {
         "base_model": base,
         "library_name": "gguf",
         "language": ["ko"],
         "pipeline_tag": "text-generation",
-        "tags": ["eeve", "gguf", "llama.cpp", "ollama", "korean", "honorifics"],
+        "tags": ["eeve", "gguf", "llama.cpp", "ollama", "korean", "honorifics", *tags],
     }
     first = next(iter(export.files.values()))
     out = [
-        "---",
-        yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(),
-        "---",
-        "",
-        f"# {title}",
-        "",
+        *card_head(front, title),
         (
-            f"`{base}` fine-tuned with LoRA (TRL SFTTrainer) to answer in natural 존댓말, also when asked in 반말, "
-            "merged into its base"
+            f"`{base}` {how} to answer in natural 존댓말, also when asked in 반말, merged into its base"
             if adapter
             else f"`{base}`"
         )
@@ -425,7 +419,7 @@ def render_gguf_card(export: GgufExport, repo_id: str | None = None) -> str:
         "",
     ]
     if adapter:
-        out += training_sections(find_run_dir(source.path))
+        out += training_sections(run)
         out.append("")
     return "\n".join(out)
 
