@@ -13,7 +13,7 @@ answer the model finds likelier than the rejected one) at the SFT start and at t
 import logging
 import sys
 
-from eeve_sft.errors import UserError, run_cli
+from eeve_sft.errors import UserError
 
 logger = logging.getLogger("eeve_sft.dpo")
 PREFERENCE_START = "preference_sft_start"  # metrics.jsonl key of the measure before training
@@ -132,8 +132,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        run_cli(lambda: main(sys.argv[1:]))
-    except KeyboardInterrupt:  # before training started or after it ended: nothing to resume from here
-        print("\nstopped (Ctrl-C)", file=sys.stderr)
-        sys.exit(130)
+    from eeve_sft.training.launch import run_training_cli
+
+    run_training_cli(main)

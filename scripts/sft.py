@@ -16,7 +16,7 @@ transformers TrainingArguments field) and ModelConfig (model, quantisation, LoRA
 
 import sys
 
-from eeve_sft.errors import UserError, run_cli
+from eeve_sft.errors import UserError
 
 USAGE = "usage: scripts/sft.py RECIPE.yaml [--check] [--print-recipe] [--key value ...] | scripts/sft.py --keys"
 OWN_FLAGS = ("--check", "--print-recipe")
@@ -100,8 +100,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        run_cli(lambda: main(sys.argv[1:]))
-    except KeyboardInterrupt:  # before training started or after it ended: nothing to resume from here
-        print("\nstopped (Ctrl-C)", file=sys.stderr)
-        sys.exit(130)
+    from eeve_sft.training.launch import run_training_cli
+
+    run_training_cli(main)

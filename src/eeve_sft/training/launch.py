@@ -71,6 +71,19 @@ def resume_command(resume_arg: str = "true") -> str:
     return shlex.join(command)
 
 
+def run_training_cli(main) -> None:
+    """Run a training script's `main(argv)` as a CLI (:func:`~eeve_sft.errors.run_cli`). Ctrl-C during training
+    is answered by :meth:`Launch.train` with the resume command; before training starts or after it ends there is
+    nothing to resume, so it is one line and exit status 130."""
+    from ..errors import run_cli
+
+    try:
+        run_cli(lambda: main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("\nstopped (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
+
+
 def close_progress_bar(trainer) -> None:
     """Close the trainer's progress bar, which otherwise redraws itself under a last message as the process ends."""
     for callback in trainer.callback_handler.callbacks:
