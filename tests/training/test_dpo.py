@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from eeve_sft.errors import run_cli
-from helpers import ACCELERATE, ACCELERATE_CPU, REPO, load_script, run_script
+from helpers import ACCELERATE, ACCELERATE_CPU, REPO, load_script, make_adapter, run_script
 
 DPO_RECIPE = REPO / "recipes" / "demo_cpu_dpo.yaml"
 # The fewest steps that still prove the point. A short system line keeps the prompts (and each step) short.
@@ -94,6 +94,34 @@ def test_merging_folds_both_stages_into_one_model(dpo_run, tmp_path):
     ids = tokenizer("반말로 물어도 존댓말로 답해요", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.allclose(adapter(ids).logits, merged(ids).logits, atol=1e-4)
+
+
+def test_pairs_of_like_length_share_batches_with_far_less_padding(demo_pairs, tmp_path):
+    from eeve_sft.training.assembly import build_dpo_trainer
+    from eeve_sft.training.modeling import tokenizer_for_recipe
+    from eeve_sft.training.preference import resolve_sft_adapter, select_pairs
+    from eeve_sft.training.recipe import DPO_DATACLASSES, parse_recipe
+
+    overrides = [
+        "--sft_adapter", str(make_adapter(tmp_path / "sft")), "--dataset_name", str(demo_pairs),
+        "--output_dir", str(tmp_path / "run"), "--per_device_train_batch_size", "4",
+    ]  # fmt: skip
+    recipe = parse_recipe(DPO_RECIPE, overrides, check_device=False, classes=DPO_DATACLASSES)
+    assert recipe.training.train_sampling_strategy == "group_by_length"  # the shipped DPO recipe's, inherited
+    trainer = build_dpo_trainer(recipe, tokenizer_for_recipe(recipe), select_pairs(recipe), resolve_sft_adapter(recipe))
+
+    def padding_share() -> float:
+        width = used = pairs = 0
+        for batch in trainer.get_train_dataloader():
+            width += batch["attention_mask"].numel()
+            used += int(batch["attention_mask"].sum())
+            pairs += len(batch["input_ids"]) // 2
+        assert pairs == len(trainer.train_dataset)  # every pair once per epoch, grouped or not
+        return 1 - used / width
+
+    grouped = padding_share()
+    trainer.args.train_sampling_strategy = "random"
+    assert grouped < padding_share() / 2
 
 
 def write_pairs(path, rows):

@@ -161,7 +161,7 @@ def build_dpo_trainer(
     frozen copy of the adapter as the reference. Speed and model settings as :func:`build_trainer`."""
     from trl import DPOTrainer
 
-    from .preference import load_policy
+    from .preference import LENGTH_SAMPLERS, keep_pair_lengths, load_policy
 
     callbacks = with_early_stopping(recipe, callbacks)
     trainer = (trainer_class or DPOTrainer)(
@@ -172,6 +172,8 @@ def build_dpo_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    if recipe.training.train_sampling_strategy in LENGTH_SAMPLERS:
+        keep_pair_lengths(trainer)
     return apply_model_settings(trainer, recipe)
 
 

@@ -196,6 +196,27 @@ def load_policy(recipe: Recipe, adapter: Path):
         ) from None
 
 
+LENGTH_SAMPLERS = ("group_by_length", "batch_rebalance")
+
+
+def keep_pair_lengths(trainer) -> None:
+    """Give the tokenized pairs the length column transformers' length-aware samplers read, and keep it past the
+    trainer's column filter. Without it those samplers look for ``input_ids``, which pairs do not have. A pair's
+    length is the prompt plus its longer answer: the width its chosen and rejected rows take in a padded batch."""
+    from datasets import Dataset
+
+    name = trainer.args.length_column_name
+    for attribute in ("train_dataset", "eval_dataset"):
+        dataset = getattr(trainer, attribute)
+        if not isinstance(dataset, Dataset) or name in dataset.column_names:
+            continue
+        columns = zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
+        setattr(trainer, attribute, dataset.add_column(name, [len(p) + max(len(c), len(r)) for p, c, r in columns]))
+    trainer._set_signature_columns_if_needed()
+    if name not in trainer._signature_columns:
+        trainer._signature_columns.append(name)  # the collator reads the id columns only and leaves this one
+
+
 # ---------------------------------------------------------------------------------------- the preference measure
 
 
