@@ -5,17 +5,17 @@ EEVE-shaped random model, with synthetic preference pairs of the training benchm
     python -m benchmarks.bench_dpo report
     python -m benchmarks.bench_dpo run --cpu-smoke          # the benchmark itself on a tiny model, on CPU
 
-`run` first runs the training benchmark's SFT default (`python -m benchmarks.bench_train run --variants q_default`) into the same
-results folder, then each DPO variant (benchmarks/dpo_variants.yaml) in its own process: recipes/eeve_banmal_dpo.yaml
-plus the variant's keys, built by the project's training assembly exactly as scripts/dpo.py builds it, continuing a
-random LoRA adapter of the SFT recipe's shape. The pairs are the synthetic SFT conversations: the prompt is the
-conversation up to its answer, chosen is the answer, rejected the same answer's words in reverse order (the same
-length, so both sides cost the same). A run is one epoch of `steps` optimizer steps, so a precomputed reference pass
-covers exactly the pairs trained on. Per variant: policy tokens/s (chosen and rejected, non-padding) over the steps
-after warm-up, the reference pass's seconds (precomputed variants), tokens/s over the whole epoch with that pass,
-and peak allocated / reserved memory (training; the reference pass separately). Results, the SFT default's run of
-the same call included: `benchmarks/results/dpo_speed/<date>_<device>/<variant>.json`; `report` tables them against
-q_default.
+`run` first runs the training benchmark's shipped SFT default (`python -m benchmarks.bench_train run --variants
+q_default_fused`) into the same results folder, then each DPO variant (benchmarks/dpo_variants.yaml) in its own
+process: recipes/eeve_banmal_dpo.yaml plus the variant's keys, built by the project's training assembly exactly as
+scripts/dpo.py builds it, continuing a random LoRA adapter of the SFT recipe's shape. The pairs are the synthetic SFT
+conversations: the prompt is the conversation up to its answer, chosen is the answer, rejected the same answer's words
+in reverse order (the same length, so both sides cost the same). A run is one epoch of `steps` optimizer steps, so a
+precomputed reference pass covers exactly the pairs trained on. Per variant: policy tokens/s (chosen and rejected,
+non-padding) over the steps after warm-up, the reference pass's seconds (precomputed variants), tokens/s over the
+whole epoch with that pass, and peak allocated / reserved memory (training; the reference pass separately). Results,
+the SFT default's run of the same call included: `benchmarks/results/dpo_speed/<date>_<device>/<variant>.json`;
+`report` tables them against q_default_fused.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from benchmarks.common import REPO, RESULTS_ROOT, module_command, module_env
 
 VARIANTS_FILE = REPO / "benchmarks/dpo_variants.yaml"
-SFT_BASELINE = "q_default"  # the training benchmark's variant of the shipped SFT recipe
+SFT_BASELINE = "q_default_fused"  # the training benchmark's variant of the SFT recipe as shipped
 TARGET_SPEED_RATIO = 0.7  # DPO policy tokens/s against the SFT default's
 TARGET_PEAK_GIB = 16.0
 
@@ -190,6 +190,7 @@ def worker(args) -> None:
         micro_steps = 0
         input_tokens = 0
         label_tokens = 0
+        padded_tokens = 0  # the batches' full width, padding included: what the GPU computes
         reference_seconds = 0.0  # the precomputed reference pass (TRL runs it while the trainer is built)
 
         def _precompute_ref_logps(self, *args_, **kwargs):
@@ -203,6 +204,7 @@ def worker(args) -> None:
             # The policy's tokens: chosen and rejected sequences, padding left out; trained = completion tokens.
             self.micro_steps += 1
             self.input_tokens += int(inputs["attention_mask"].sum())
+            self.padded_tokens += inputs["attention_mask"].numel()
             self.label_tokens += int(inputs["completion_mask"].sum())
             return super().training_step(model, inputs, num_items_in_batch)
 
@@ -255,6 +257,7 @@ def worker(args) -> None:
             "build_seconds": build_seconds,
             "epoch_seconds": epoch_seconds,
             "tokens_per_s_with_reference_pass": timer.marks[-1][1] / (epoch_seconds + reference_pass),
+            "padding_share": 1 - trainer.input_tokens / trainer.padded_tokens,
             "micro_steps_per_step": (timer.marks[-1][3] - timer.marks[0][3]) / steps,
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
@@ -342,9 +345,9 @@ def report_table(folder: Path) -> str:
         f"{folder.name}: DPO against the SFT default `{SFT_BASELINE}` (targets: ≥ {TARGET_SPEED_RATIO}× its "
         f"tokens/s, ≤ {TARGET_PEAK_GIB:g} GiB peak allocated)",
         "",
-        "| variant | setup | policy tokens/s | × SFT | tokens/s with reference pass | reference pass s "
-        "| peak alloc GiB | peak reserved GiB | targets |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| variant | setup | policy tokens/s | × SFT | padding share | tokens/s with reference pass "
+        "| reference pass s | peak alloc GiB | peak reserved GiB | targets |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def fmt(x, spec):
@@ -359,6 +362,7 @@ def report_table(folder: Path) -> str:
                 met = "met" if ratio >= TARGET_SPEED_RATIO and peak <= TARGET_PEAK_GIB else "missed"
             lines.append(
                 f"| `{name}` | {r['label']} | {r['tokens_per_s']:,.0f} | {fmt(ratio, '.2f')} "
+                f"| {fmt(r.get('padding_share'), '.0%')} "
                 f"| {fmt(r.get('tokens_per_s_with_reference_pass'), ',.0f')} | {fmt(r.get('reference_pass_seconds'), '.1f')} "
                 f"| {fmt(peak, '.1f')} | {fmt(r.get('peak_reserved_gib'), '.1f')} | {met} |"
             )
