@@ -384,3 +384,22 @@ def test_cli_exports_a_merged_model(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "README.md", "demo-q4_k_m.gguf"]
     assert f"q4_k_m: {out / 'demo-q4_k_m.gguf'}" in result.stdout
     assert "FROM ./demo-q4_k_m.gguf" in (out / MODELFILE).read_text()
+
+
+def test_a_quantizer_binary_whose_output_is_not_utf8_still_reports_success_and_failure(tmp_path):
+    from eeve_sft.errors import UserError
+    from eeve_sft.inference.gguf import LlamaCppTools, quantize
+
+    # llama-quantize's progress output can hold bytes that are not UTF-8: what decides is its exit status and file.
+    tool = tmp_path / "llama-quantize"
+    tool.write_text(
+        "#!/bin/sh\nprintf 'quantizing \\377\\376 layer\\n' >&2\n"
+        '[ "$3" = Q8_0 ] && printf gguf > "$2" && exit 0\nprintf "unknown type \\377\\n" >&2\nexit 1\n'
+    )
+    tool.chmod(0o755)
+    tools = LlamaCppTools(tmp_path, tool)
+    src = tmp_path / "model-f16.gguf"
+    src.write_bytes(b"gguf")
+    assert quantize(tools, src, tmp_path / "q8.gguf", "q8_0", 1).read_bytes() == b"gguf"
+    with pytest.raises(UserError, match=r"quantizer failed on model-f16.gguf -> q4_k_m: unknown type \ufffd"):
+        quantize(tools, src, tmp_path / "q4.gguf", "q4_k_m", 1)

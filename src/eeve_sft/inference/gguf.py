@@ -289,7 +289,7 @@ def quantize(tools: LlamaCppTools, src: Path, dst: Path, quant: str, threads: in
     threads = threads or os.cpu_count() or 1
     if tools.quantize_bin is not None:
         command = [str(tools.quantize_bin), str(src), str(dst), quant.upper(), str(threads)]
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, errors="replace")
         failed = result.returncode != 0
         detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
     else:
