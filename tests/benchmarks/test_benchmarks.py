@@ -567,3 +567,16 @@ def test_a_compiled_variant_records_its_graphs_and_graph_breaks():
     assert report["graph_breaks"] == 1 and report["unique_graphs"] == 2
     assert len(report["break_reasons"]) == 1 and report["cudagraph_skips"] == 0
     torch._dynamo.reset()
+
+
+def test_every_dpo_variant_is_a_valid_dpo_recipe(tmp_path):
+    from benchmarks.bench_dpo import load_variants
+    from eeve_sft.training.recipe import DPO_DATACLASSES, parse_recipe
+
+    for name, variant in load_variants().items():
+        keys = {"base_recipe": str(REPO / "recipes/eeve_banmal_dpo.yaml"), **variant.get("overrides", {})}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(keys), encoding="utf-8")
+        recipe = parse_recipe(tmp_path / f"{name}.yaml", [], check_device=False, classes=DPO_DATACLASSES)
+        for key, value in variant.get("overrides", {}).items():
+            owner = next(part for part in (recipe.training, recipe.model, recipe.project) if hasattr(part, key))
+            assert getattr(owner, key) == value, (name, key)
