@@ -1,7 +1,7 @@
 """DPO training speed beside the SFT default: policy tokens/s and peak memory of scripts/dpo.py's trainer on the
 EEVE-shaped random model, with synthetic preference pairs of the training benchmark's lengths.
 
-    python -m benchmarks.bench_dpo run [--variants dpo_precomputed,...] [--repeat N] [--no-sft]
+    python -m benchmarks.bench_dpo run [--variants dpo_precomputed,...] [--repeat N] [--no-sft] [--profile]
     python -m benchmarks.bench_dpo report
     python -m benchmarks.bench_dpo run --cpu-smoke          # the benchmark itself on a tiny model, on CPU
 
@@ -15,7 +15,9 @@ precomputed reference pass covers exactly the pairs trained on. Per variant: pol
 non-padding) over the steps after warm-up, the reference pass's seconds (precomputed variants), tokens/s over the
 whole epoch with that pass, and peak allocated / reserved memory (training; the reference pass separately). Results,
 the SFT default's run of the same call included: `benchmarks/results/dpo_speed/<date>_<device>/<variant>.json`;
-`report` tables them against q_default_fused.
+`report` tables them against q_default_fused. With `--profile` every variant (and the SFT default) trains one more
+step after the timed ones under the torch profiler and writes its time by kernel family, and the share of the
+step's wall time the GPU was busy, to `<variant>.profile.txt` beside the result.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def worker(args) -> None:
     from transformers import TrainerCallback, set_seed
     from trl import DPOTrainer
 
-    from benchmarks.bench_train import environment, timed_result
+    from benchmarks.bench_train import environment, kernel_summary, timed_result
     from eeve_sft.training.assembly import build_dpo_trainer
     from eeve_sft.training.modeling import tokenizer_for_recipe
     from eeve_sft.training.preference import resolve_sft_adapter, select_pairs
@@ -160,13 +162,15 @@ def worker(args) -> None:
     steps, warmup = variant.get("steps", 10), variant.get("warmup", 3)
     if args.cpu_smoke:
         steps, warmup = 3, 1
+    # --profile: one more step after the timed ones, under the torch profiler (its overhead stays out of the timing)
+    extra = 1 if args.profile else 0
     # The pairs depend on the variant's batch: parse once without them to learn it. The adapter has the LoRA shape
     # of the SFT default, whose run a DPO run continues.
     recipe_file = out_dir / "bench_recipe.yaml"
     base = {"base_recipe": str(REPO / "recipes/eeve_banmal_dpo.yaml"), **keys}
     recipe_file.write_text(yaml.safe_dump(base, sort_keys=False))
     t = parse_recipe(recipe_file, [], check_device=False, classes=DPO_DATACLASSES).training
-    rows = steps * t.per_device_train_batch_size * t.gradient_accumulation_steps
+    rows = (steps + extra) * t.per_device_train_batch_size * t.gradient_accumulation_steps
     sft = parse_recipe(REPO / "recipes/eeve_banmal.yaml", check_device=False)
     keys["sft_adapter"] = str(sft_adapter_for(Path(args.model), sft, work / "sft_adapter"))
     keys["dataset_name"] = str(pairs_for(Path(args.data), work / f"pairs_{rows}", rows))
@@ -211,6 +215,15 @@ def worker(args) -> None:
     class Timer(TrainerCallback):
         def __init__(self):
             self.marks, self.unix = [], []
+            self.profiler, self.profile_start = None, 0.0
+
+        def on_step_begin(self, args_, state, control, **kwargs):
+            if extra and state.global_step == state.max_steps - 1:  # the epoch's last step: the extra one
+                sync()
+                activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
+                self.profiler = torch.profiler.profile(activities=[activity])
+                self.profiler.__enter__()
+                self.profile_start = time.perf_counter()
 
         def on_train_begin(self, args_, state, control, **kwargs):
             sync()
@@ -223,6 +236,14 @@ def worker(args) -> None:
             sync()
             self.marks.append((time.perf_counter(), trainer.input_tokens, trainer.label_tokens, trainer.micro_steps))
             self.unix.append(time.time())
+            if self.profiler is not None:
+                wall = time.perf_counter() - self.profile_start
+                self.profiler.__exit__(None, None, None)
+                micro = trainer.micro_steps - self.marks[-2][3]
+                title = f"{variant['name']}, optimizer step {state.global_step} ({micro} micro-step{'s' * (micro > 1)})"
+                summary = kernel_summary(self.profiler, wall, title, on_cpu=not cuda)
+                Path(args.out).with_suffix(".profile.txt").write_text(summary, encoding="utf-8")
+                self.profiler = None
 
     timer = Timer()
     if cuda:
@@ -246,19 +267,23 @@ def worker(args) -> None:
         data="speed",
         warmup=warmup,
     )
-    result = timed_result(identity, timer.marks, timer.unix, sum(lengths) / len(lengths))
+    marks, unix = (timer.marks[:-1], timer.unix[:-1]) if extra else (timer.marks, timer.unix)
+    result = timed_result(identity, marks, unix, sum(lengths) / len(lengths))
     result.pop("workload_hours")  # the SFT workload's hours: no meaning for a preference run
-    epoch_seconds = timer.marks[-1][0] - timer.marks[0][0]
+    epoch_seconds = marks[-1][0] - marks[0][0]
     reference_pass = trainer.reference_seconds
+    # A profiled run's reference pass also covers the profiled step's pairs: no epoch figure with it.
+    with_pass = None if extra else marks[-1][1] / (epoch_seconds + reference_pass)
     result.update(
         {
             "precompute_ref_log_probs": training.precompute_ref_log_probs,
             "reference_pass_seconds": reference_pass,
             "build_seconds": build_seconds,
             "epoch_seconds": epoch_seconds,
-            "tokens_per_s_with_reference_pass": timer.marks[-1][1] / (epoch_seconds + reference_pass),
+            "tokens_per_s_with_reference_pass": with_pass,
             "padding_share": 1 - trainer.input_tokens / trainer.padded_tokens,
-            "micro_steps_per_step": (timer.marks[-1][3] - timer.marks[0][3]) / steps,
+            "micro_steps_per_step": (marks[-1][3] - marks[0][3]) / steps,
+            "profiled": bool(extra),
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
             "peak_build_allocated_gib": peak_build,
@@ -285,9 +310,8 @@ def results_folder(args) -> Path:
 
 
 def common_flags(args) -> list[str]:
-    return ["--work", args.work, "--model", args.model, "--data", args.data] + (
-        ["--cpu-smoke"] if args.cpu_smoke else []
-    )
+    switches = [f"--{name.replace('_', '-')}" for name in ("cpu_smoke", "profile") if getattr(args, name)]
+    return ["--work", args.work, "--model", args.model, "--data", args.data, *switches]
 
 
 def run(args) -> None:
@@ -377,6 +401,12 @@ def main() -> None:
     common.add_argument("--model", default="/tmp/eeve-random", help="built there when missing")
     common.add_argument("--data", default="/tmp/synth", help="written there when missing")
     common.add_argument("--cpu-smoke", action="store_true", help="tiny model on CPU: tests the benchmark itself")
+    common.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more step after the timed ones under the torch profiler: <variant>.profile.txt (GPU kernels, or "
+        "CPU operators on a CPU) beside the result",
+    )
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(
         "--results", default=str(RESULTS_ROOT / "dpo_speed"), help="results root: one folder per date and device"

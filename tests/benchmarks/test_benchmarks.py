@@ -580,3 +580,21 @@ def test_every_dpo_variant_is_a_valid_dpo_recipe(tmp_path):
         for key, value in variant.get("overrides", {}).items():
             owner = next(part for part in (recipe.training, recipe.model, recipe.project) if hasattr(part, key))
             assert getattr(owner, key) == value, (name, key)
+
+
+def test_a_profiled_dpo_smoke_run_keeps_the_profiled_step_out_of_its_timing(tiny_model_and_data, tmp_path):
+    root = tiny_model_and_data
+    cmd = [sys.executable, "-m", "benchmarks.bench_dpo", "run", "--cpu-smoke", "--profile", "--no-sft"]
+    cmd += ["--variants", "dpo_adapter_twice", "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r")]
+    cmd += ["--date", "2026-12-05", "--model", str(root / "model"), "--data", str(root / "data")]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    folder = tmp_path / "r/2026-12-05_cpu"
+    result = json.loads((folder / "dpo_adapter_twice.json").read_text())
+    # The epoch's last step is the profiled one; the timing leaves it out, and the one warm-up step before.
+    steps = len(result["train_log"])
+    assert result["profiled"] and steps >= 3 and result["measured_steps"] == steps - 2
+    assert result["tokens_per_s"] > 0 and result["tokens_per_s_with_reference_pass"] is None
+    profile = (folder / "dpo_adapter_twice.profile.txt").read_text()
+    assert profile.startswith(f"torch profiler, dpo_adapter_twice, optimizer step {steps} (1 micro-step): wall ")
+    assert "CPU operators" in profile and "aten::mm" in profile
