@@ -148,7 +148,7 @@ def worker(args) -> None:
     from transformers import TrainerCallback, set_seed
     from trl import DPOTrainer
 
-    from benchmarks.bench_train import environment, kernel_summary, timed_result
+    from benchmarks.bench_train import StepProfiler, environment, timed_result
     from eeve_sft.training.assembly import build_dpo_trainer
     from eeve_sft.training.modeling import tokenizer_for_recipe
     from eeve_sft.training.preference import resolve_sft_adapter, select_pairs
@@ -215,15 +215,11 @@ def worker(args) -> None:
     class Timer(TrainerCallback):
         def __init__(self):
             self.marks, self.unix = [], []
-            self.profiler, self.profile_start = None, 0.0
+            self.profiler = StepProfiler(cuda)
 
         def on_step_begin(self, args_, state, control, **kwargs):
             if extra and state.global_step == state.max_steps - 1:  # the epoch's last step: the extra one
-                sync()
-                activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
-                self.profiler = torch.profiler.profile(activities=[activity])
-                self.profiler.__enter__()
-                self.profile_start = time.perf_counter()
+                self.profiler.start()
 
         def on_train_begin(self, args_, state, control, **kwargs):
             sync()
@@ -236,14 +232,10 @@ def worker(args) -> None:
             sync()
             self.marks.append((time.perf_counter(), trainer.input_tokens, trainer.label_tokens, trainer.micro_steps))
             self.unix.append(time.time())
-            if self.profiler is not None:
-                wall = time.perf_counter() - self.profile_start
-                self.profiler.__exit__(None, None, None)
+            if self.profiler.running:
                 micro = trainer.micro_steps - self.marks[-2][3]
                 title = f"{variant['name']}, optimizer step {state.global_step} ({micro} micro-step{'s' * (micro > 1)})"
-                summary = kernel_summary(self.profiler, wall, title, on_cpu=not cuda)
-                Path(args.out).with_suffix(".profile.txt").write_text(summary, encoding="utf-8")
-                self.profiler = None
+                self.profiler.stop(title, Path(args.out).with_suffix(".profile.txt"))
 
     timer = Timer()
     if cuda:

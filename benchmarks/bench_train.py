@@ -243,15 +243,12 @@ def worker(args) -> None:
             self.marks = []
             self.unix = []  # wall-clock time of each mark, to match GPU clock samples to the timed steps
             self.check = None
-            self.profiler = None
+            self.profiler = StepProfiler(cuda)
             self.profile_step = training.max_steps - 1 if profiling else None  # the extra last step
 
         def on_step_begin(self, args_, state, control, **kwargs):
-            if state.global_step == self.profile_step and self.profiler is None:
-                sync()
-                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
-                self.profiler.__enter__()
-                self.profile_start = time.perf_counter()
+            if state.global_step == self.profile_step and not self.profiler.running:
+                self.profiler.start()
 
         def on_train_begin(self, args_, state, control, **kwargs):
             if not args.no_check:
@@ -266,12 +263,10 @@ def worker(args) -> None:
             sync()
             self.marks.append((time.perf_counter(), trainer.input_tokens, trainer.label_tokens, trainer.micro_steps))
             self.unix.append(time.time())
-            if self.profiler is not None and self.profile_step is not None:
-                wall = time.perf_counter() - self.profile_start
-                self.profiler.__exit__(None, None, None)
+            if self.profiler.running and self.profile_step is not None:
                 self.profile_step = None
-                summary = kernel_summary(self.profiler, wall, f"{variant.name}, optimizer step {state.global_step}")
-                Path(args.out).with_suffix(".profile.txt").write_text(summary, encoding="utf-8")
+                title = f"{variant.name}, optimizer step {state.global_step}"
+                self.profiler.stop(title, Path(args.out).with_suffix(".profile.txt"))
 
     timer = Timer()
     trainer = build_trainer(recipe, tokenizer, data, [timer], trainer_class=BenchTrainer)
@@ -352,6 +347,35 @@ KERNEL_FAMILIES = (
     ("copies / fills", r"copy|memcpy|memset|fill|CatArray"),
     ("other elementwise / reductions", r"elementwise|vectorized|unrolled|reduce|index|triton_"),
 )
+
+
+class StepProfiler:
+    """One optimizer step under the torch profiler (GPU kernels, or CPU operators without a GPU), summarised by
+    :func:`kernel_summary` into a text file: :meth:`start` at the step's beginning, :meth:`stop` at its end."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.profiler, self.started = cuda, None, 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.profiler is not None
+
+    def start(self) -> None:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+        activity = torch.profiler.ProfilerActivity.CUDA if self.cuda else torch.profiler.ProfilerActivity.CPU
+        self.profiler = torch.profiler.profile(activities=[activity])
+        self.profiler.__enter__()
+        self.started = time.perf_counter()
+
+    def stop(self, title: str, path: Path) -> None:
+        """End the profiled step (after the caller's synchronisation) and write its summary to `path`."""
+        wall = time.perf_counter() - self.started
+        self.profiler.__exit__(None, None, None)
+        path.write_text(kernel_summary(self.profiler, wall, title, on_cpu=not self.cuda), encoding="utf-8")
+        self.profiler = None
 
 
 def kernel_summary(prof, wall_s: float, title: str, on_cpu: bool = False) -> str:
