@@ -11,7 +11,6 @@ answer the model finds likelier than the rejected one) at the SFT start and at t
 """
 
 import logging
-import sys
 
 from eeve_sft.errors import UserError
 
@@ -69,7 +68,6 @@ def main(argv: list[str]) -> None:
     from eeve_sft.quiet import quiet_training
 
     quiet_training(torch.cuda.is_available())
-    from accelerate import PartialState
     from transformers import set_seed
 
     from eeve_sft.jsonfiles import write_json
@@ -80,10 +78,7 @@ def main(argv: list[str]) -> None:
 
     set_seed(training.seed)
     tokenizer = tokenizer_for_recipe(recipe)
-    state = PartialState()
-    if state.is_main_process:
-        for note in recipe.notes:
-            print(note, file=sys.stderr)
+    state = launch.process_state()
     with state.main_process_first():
         data = select_pairs(recipe)
     splits = {name: split for name, split in (("train", data.train), ("eval", data.eval)) if split}

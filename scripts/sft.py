@@ -59,7 +59,6 @@ def main(argv: list[str]) -> None:
     from eeve_sft.quiet import quiet_training
 
     quiet_training(torch.cuda.is_available())  # before accelerate and transformers load DeepSpeed
-    from accelerate import PartialState
     from transformers import set_seed
 
     from eeve_sft.training.assembly import build_trainer, prepare_data, select_data
@@ -69,10 +68,7 @@ def main(argv: list[str]) -> None:
     # Tokenizer, then data: every row is checked and tokenized before the model loads.
     set_seed(training.seed)
     tokenizer = tokenizer_for_recipe(recipe)
-    state = PartialState()
-    if state.is_main_process:
-        for note in recipe.notes:
-            print(note, file=sys.stderr)
+    state = launch.process_state()
     selected = select_data(recipe)
     splits = {name: selected.split(name) for name in ("train", "eval")}
     launch.check_data(splits, selected.dataset_name, ("messages",), record=not check_only)

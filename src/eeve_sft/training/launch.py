@@ -121,6 +121,17 @@ class Launch:
         run.check_can_train(recipe.project.overwrite_output_dir, resuming=bool(resume))
         return cls(recipe, run, resume, passed_over)
 
+    def process_state(self):
+        """This process's accelerate state, with the recipe's notes (what the hardware lacks or changes) printed by
+        the main process only, before any data loads."""
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.is_main_process:
+            for note in self.recipe.notes:
+                print(note, file=sys.stderr)
+        return state
+
     def check_data(self, splits: dict, dataset_name: str, columns: tuple[str, ...], record: bool = True) -> None:
         """Digest each split's rows (`columns` of them), kept for the start record when `record`; on a resume,
         refuse rows other than those the run started with."""
