@@ -365,8 +365,11 @@ class StepProfiler:
 
         if self.cuda:
             torch.cuda.synchronize()
-        activity = torch.profiler.ProfilerActivity.CUDA if self.cuda else torch.profiler.ProfilerActivity.CPU
-        self.profiler = torch.profiler.profile(activities=[activity])
+        # On a GPU the host's operators are recorded too: their own time tells launch-bound steps from GPU-bound ones.
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.cuda:
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.profiler = torch.profiler.profile(activities=activities)
         self.profiler.__enter__()
         self.started = time.perf_counter()
 
@@ -379,15 +382,20 @@ class StepProfiler:
 
 
 def kernel_summary(prof, wall_s: float, title: str, on_cpu: bool = False) -> str:
-    """GPU time of one profiled step by kernel family and the 30 costliest kernels, as text (`on_cpu`: the CPU
-    operators' own time instead, for a run on a CPU)."""
-    rows = []
-    for event in prof.key_averages():
-        device_us = event.self_cpu_time_total if on_cpu else getattr(event, "self_device_time_total", None)
-        if device_us is None:  # older torch
-            device_us = getattr(event, "self_cuda_time_total", 0)
-        if device_us > 0:
-            rows.append((event.key, event.count, device_us / 1e6))
+    """GPU time of one profiled step by kernel family and the 30 costliest kernels, then the host's 20 costliest CPU
+    operators, as text (`on_cpu`: the CPU operators' own time alone, for a run on a CPU)."""
+    from torch.autograd import DeviceType
+
+    events = prof.key_averages()
+    if on_cpu:
+        rows, host = [(e.key, e.count, e.self_cpu_time_total / 1e6) for e in events], []
+    else:
+        # An operator row carries its kernels' device time too: only the kernels' own rows count as GPU time.
+        kernels = [e for e in events if e.device_type != DeviceType.CPU]
+        rows = [(e.key, e.count, e.self_device_time_total / 1e6) for e in kernels]
+        host = [(e.key, e.count, e.self_cpu_time_total / 1e6) for e in events if e.device_type == DeviceType.CPU]
+        host = [row for row in host if row[2] > 0]
+    rows = [row for row in rows if row[2] > 0]
     total = sum(r[2] for r in rows)
     families: dict[str, float] = {}
     for key, _, seconds in rows:
@@ -395,7 +403,7 @@ def kernel_summary(prof, wall_s: float, title: str, on_cpu: bool = False) -> str
         families[family] = families.get(family, 0.0) + seconds
     lines = [
         f"torch profiler, {title}: wall {wall_s * 1e3:.0f} ms, {'CPU operators' if on_cpu else 'GPU kernels'} "
-        f"{total * 1e3:.0f} ms ({total / wall_s:.0%} of the wall time)",
+        f"{total * 1e3:.0f} ms ({total / wall_s:.0%} of the wall time), {sum(r[1] for r in rows)} launches",
         "",
         f"{'kernel family':40s} {'ms':>9s} {'share':>7s}",
     ]
@@ -404,6 +412,12 @@ def kernel_summary(prof, wall_s: float, title: str, on_cpu: bool = False) -> str
     lines += ["", f"{'calls':>7s} {'ms':>9s} {'share':>7s}  kernel"]
     for key, count, seconds in sorted(rows, key=lambda r: -r[2])[:30]:
         lines.append(f"{count:7d} {seconds * 1e3:9.1f} {seconds / total:7.1%}  {key[:110]}")
+    if host:
+        # Host time the GPU did not hide: launches, Python-side operators and the waits on the GPU (synchronize).
+        lines += ["", f"host: {sum(r[2] for r in host) * 1e3:.0f} ms of CPU operators' own time", ""]
+        lines += [f"{'calls':>7s} {'ms':>9s}  CPU operator"]
+        for key, count, seconds in sorted(host, key=lambda r: -r[2])[:20]:
+            lines.append(f"{count:7d} {seconds * 1e3:9.1f}  {key[:110]}")
     return "\n".join(lines) + "\n"
 
 

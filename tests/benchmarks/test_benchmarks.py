@@ -420,9 +420,14 @@ def test_docgen_rows_per_hour_counts_an_answer_and_a_share_of_a_question_prompt(
 def test_a_profiled_step_is_summarised_by_kernel_family():
     bench = bench_module()
 
+    from torch.autograd import DeviceType
+
     class Event:
-        def __init__(self, key, count, us):
-            self.key, self.count, self.self_device_time_total = key, count, us
+        def __init__(self, key, count, us, host_us=0):
+            self.key, self.count, self.self_device_time_total, self.self_cpu_time_total = key, count, us, host_us
+            # Operators and launches run on the host; kernels on the device.
+            on_host = key.startswith(("aten::", "cuda"))
+            self.device_type = DeviceType.CPU if on_host else DeviceType.CUDA
 
     class Profile:
         def key_averages(self):
@@ -432,12 +437,16 @@ def test_a_profiled_step_is_summarised_by_kernel_family():
                 Event("triton_tem_fused_flex_attention_0", 96, 120_000),
                 Event("_rms_norm_forward_kernel", 97, 10_000),
                 Event("void at::native::vectorized_elementwise_kernel<4, ...>", 2000, 200_000),
-                Event("cudaLaunchKernel", 5000, 0),  # host-side rows carry no device time
+                Event("cudaLaunchKernel", 5000, 0, 400_000),  # host-side rows carry no device time
+                Event("aten::mm", 700, 600_000, 90_000),  # its kernels' time again: not counted twice
                 Event("some_unknown_kernel", 1, 40_000),
             ]
 
     text = bench.kernel_summary(Profile(), 1.25, "q_default, optimizer step 2")
-    assert text.startswith("torch profiler, q_default, optimizer step 2: wall 1250 ms, GPU kernels 1000 ms (80%")
+    assert text.startswith(
+        "torch profiler, q_default, optimizer step 2: wall 1250 ms, GPU kernels 1000 ms (80% of the wall time), "
+        "3230 launches"
+    )
     lines = text.splitlines()
     family = {line[:40].strip(): line[40:].split() for line in lines[3:10] if line.strip()}
     assert family["matmul (cuBLAS / CUTLASS)"] == ["600.0", "60.0%"]
@@ -445,9 +454,13 @@ def test_a_profiled_step_is_summarised_by_kernel_family():
     assert family["flex attention"] == ["120.0", "12.0%"]
     assert family["other elementwise / reductions"] == ["200.0", "20.0%"]
     assert family["other"] == ["40.0", "4.0%"]
-    assert "cudaLaunchKernel" not in text
     top = lines[lines.index(next(x for x in lines if x.strip().startswith("calls"))) + 1]
     assert top.split()[:3] == ["700", "600.0", "60.0%"]
+    # The host's operators follow, costliest first: the kernels' table never lists them.
+    host = lines.index("host: 490 ms of CPU operators' own time")
+    assert "cudaLaunchKernel" not in "\n".join(lines[:host])
+    assert lines[host + 3].split() == ["5000", "400.0", "cudaLaunchKernel"]
+    assert lines[host + 4].split() == ["700", "90.0", "aten::mm"]
 
 
 def test_a_cpu_smoke_run_records_the_timing_every_steps_loss_and_the_adapter_probe(tiny_model_and_data, tmp_path):
@@ -598,3 +611,4 @@ def test_a_profiled_dpo_smoke_run_keeps_the_profiled_step_out_of_its_timing(tiny
     profile = (folder / "dpo_adapter_twice.profile.txt").read_text()
     assert profile.startswith(f"torch profiler, dpo_adapter_twice, optimizer step {steps} (1 micro-step): wall ")
     assert "CPU operators" in profile and "aten::mm" in profile
+
