@@ -161,14 +161,14 @@ def build_dpo_trainer(
     frozen copy of the adapter as the reference. Speed and model settings as :func:`build_trainer`."""
     from trl import DPOTrainer
 
-    from .preference import LENGTH_SAMPLERS, keep_pair_lengths, load_policy
+    from .preference import LENGTH_SAMPLERS, keep_pair_lengths, load_policy, shortest_first
 
     callbacks = with_early_stopping(recipe, callbacks)
     trainer = (trainer_class or DPOTrainer)(
         model=load_policy(recipe, sft_adapter),
         args=recipe.training,
-        train_dataset=data.train,
-        eval_dataset=data.eval,
+        train_dataset=shortest_first(data.train),  # the reference pass and evaluation batch pairs of like length
+        eval_dataset=shortest_first(data.eval),
         processing_class=tokenizer,
         callbacks=callbacks,
     )

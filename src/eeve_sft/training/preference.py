@@ -95,6 +95,23 @@ def select_pairs(recipe: Recipe, with_eval: bool | None = None) -> RecipeData:
     return RecipeData(train, held_out, name, eval_from)
 
 
+def shortest_first(dataset):
+    """`dataset`'s pairs ordered by length, shortest first (characters of the prompt plus the longer answer).
+
+    Whatever reads pairs in stored order then batches pairs of like length: TRL's reference pass
+    (``precompute_ref_log_probs``) and evaluation, which would otherwise pad every batch to its longest pair. Training
+    order is the sampler's and does not depend on it."""
+    if dataset is None or len(dataset) < 2:
+        return dataset
+
+    def width(row: dict) -> int:
+        prompt = sum(len(m["content"]) for m in row["prompt"])
+        return prompt + max(len(row["chosen"][0]["content"]), len(row["rejected"][0]["content"]))
+
+    widths = [width(row) for row in dataset.select_columns(list(PAIR_FIELDS))]
+    return dataset.select(sorted(range(len(widths)), key=widths.__getitem__))
+
+
 # ---------------------------------------------------------------------------------------------- the SFT adapter
 
 
