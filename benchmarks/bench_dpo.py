@@ -10,14 +10,16 @@ q_default_fused`) into the same results folder, then each DPO variant (benchmark
 process: recipes/eeve_banmal_dpo.yaml plus the variant's keys, built by the project's training assembly exactly as
 scripts/dpo.py builds it, continuing a random LoRA adapter of the SFT recipe's shape. The pairs are the synthetic SFT
 conversations: the prompt is the conversation up to its answer, chosen is the answer, rejected the same answer's words
-in reverse order (the same length, so both sides cost the same). A run is one epoch of `steps` optimizer steps, so a
-precomputed reference pass covers exactly the pairs trained on. Per variant: policy tokens/s (chosen and rejected,
-non-padding) over the steps after warm-up, the reference pass's seconds (precomputed variants), tokens/s over the
-whole epoch with that pass, and peak allocated / reserved memory (training; the reference pass separately). Results,
+in reverse order (the same length, so both sides cost the same). A run trains `steps` optimizer steps; the file holds
+those steps' pairs, or the variant's `pool` of pairs where that is more (so the length-grouped sampler sorts within as
+many pairs as on a real pairs file), and a precomputed reference pass, which covers the whole file, counts with the
+share of its seconds that the trained pairs take. Per variant: policy tokens/s (chosen and rejected, non-padding) over
+the steps after warm-up, the reference pass's seconds (precomputed variants), tokens/s over the whole epoch with that
+pass, and peak allocated / reserved memory (training; the reference pass separately). Results,
 the SFT default's run of the same call included: `benchmarks/results/dpo_speed/<date>_<device>/<variant>.json`;
 `report` tables them against q_default_fused. With `--profile` every variant (and the SFT default) trains one more
-step after the timed ones under the torch profiler and writes its time by kernel family, and the share of the
-step's wall time the GPU was busy, to `<variant>.profile.txt` beside the result.
+step after the timed ones under the torch profiler and writes its time by kernel family, the share of the step's
+wall time the GPU was busy and the host's costliest operators, to `<variant>.profile.txt` beside the result.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -130,6 +133,7 @@ def bench_keys(variant: dict, args, work: Path, cpu_smoke: bool) -> dict:
             use_liger_kernel=False,
             fused_lora=False,
             activation_checkpointing=False,
+            activation_offloading=False,
             max_length=256,
             per_device_train_batch_size=2,
             gradient_accumulation_steps=1,
@@ -170,7 +174,11 @@ def worker(args) -> None:
     base = {"base_recipe": str(REPO / "recipes/eeve_banmal_dpo.yaml"), **keys}
     recipe_file.write_text(yaml.safe_dump(base, sort_keys=False))
     t = parse_recipe(recipe_file, [], check_device=False, classes=DPO_DATACLASSES).training
-    rows = (steps + extra) * t.per_device_train_batch_size * t.gradient_accumulation_steps
+    trained = (steps + extra) * t.per_device_train_batch_size * t.gradient_accumulation_steps
+    # `pool`: more pairs in the file than are trained on, so that transformers' length-grouped sampler sorts within
+    # as many pairs as on a real pairs file (50 batches' worth) rather than within the few a short run reads.
+    rows = max(trained, variant.get("pool", 0))
+    keys["max_steps"] = steps + extra
     sft = parse_recipe(REPO / "recipes/eeve_banmal.yaml", check_device=False)
     keys["sft_adapter"] = str(sft_adapter_for(Path(args.model), sft, work / "sft_adapter"))
     keys["dataset_name"] = str(pairs_for(Path(args.data), work / f"pairs_{rows}", rows))
@@ -263,13 +271,16 @@ def worker(args) -> None:
     result = timed_result(identity, marks, unix, sum(lengths) / len(lengths))
     result.pop("workload_hours")  # the SFT workload's hours: no meaning for a preference run
     epoch_seconds = marks[-1][0] - marks[0][0]
-    reference_pass = trainer.reference_seconds
+    # The pass covers every pair in the file; an epoch of the trained pairs alone would pay its share of it.
+    reference_pass = trainer.reference_seconds * trained / len(trainer.train_dataset)
     # A profiled run's reference pass also covers the profiled step's pairs: no epoch figure with it.
     with_pass = None if extra else marks[-1][1] / (epoch_seconds + reference_pass)
     result.update(
         {
             "precompute_ref_log_probs": training.precompute_ref_log_probs,
             "reference_pass_seconds": reference_pass,
+            "reference_pass_seconds_all_pairs": trainer.reference_seconds,
+            "trained_pairs": trained,
             "build_seconds": build_seconds,
             "epoch_seconds": epoch_seconds,
             "tokens_per_s_with_reference_pass": with_pass,
@@ -328,6 +339,10 @@ def run(args) -> None:
             out = result_path(folder, name, next_repeat(folder, name))
             log = Path(args.work) / "logs" / f"{out.stem}.log"
             cmd = module_command("bench_dpo", "worker", "--variant", name, "--out", str(out))
+            # A datasets cache of its own: TRL caches the reference pass by pairs and model, so a second variant
+            # would otherwise reuse the first one's pass and time none.
+            cache = Path(args.work) / "datasets_cache" / out.stem
+            shutil.rmtree(cache, ignore_errors=True)
             print(f"== {name}", flush=True)
             with open(log, "w") as f:
                 try:
@@ -337,7 +352,7 @@ def run(args) -> None:
                         stderr=subprocess.STDOUT,
                         check=False,
                         timeout=args.timeout,
-                        env=module_env(),
+                        env=module_env(env={**os.environ, "HF_DATASETS_CACHE": str(cache)}),
                     )
                     code = proc.returncode
                 except subprocess.TimeoutExpired:
