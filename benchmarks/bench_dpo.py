@@ -374,11 +374,11 @@ def report_table(folder: Path) -> str:
     sft_speed = sum(r["tokens_per_s"] for r in sft) / len(sft) if sft else None
     lines = [
         f"{folder.name}: DPO against the SFT default `{SFT_BASELINE}` (targets: ≥ {TARGET_SPEED_RATIO}× its "
-        f"tokens/s, ≤ {TARGET_PEAK_GIB:g} GiB peak allocated)",
+        f"tokens/s with the reference pass counted in, ≤ {TARGET_PEAK_GIB:g} GiB peak allocated, the pass's included)",
         "",
-        "| variant | setup | policy tokens/s | × SFT | padding share | tokens/s with reference pass "
-        "| reference pass s | peak alloc GiB | peak reserved GiB | targets |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| variant | setup | policy tokens/s | × SFT | padding share | reference pass s | with the pass tokens/s "
+        "| × SFT | peak alloc GiB training | peak alloc GiB pass | targets |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def fmt(x, spec):
@@ -386,16 +386,23 @@ def report_table(folder: Path) -> str:
 
     for name, runs in results.items():
         for r in runs:
-            ratio = r["tokens_per_s"] / sft_speed if sft_speed and name != SFT_BASELINE else None
-            peak = r.get("peak_allocated_gib")
+            speed, sft_row = r["tokens_per_s"], name == SFT_BASELINE
+            # The pass's time spread over the tokens of the pairs it covered (those of every step of the run).
+            pass_s = r.get("reference_pass_seconds") or 0.0
+            steps = r.get("measured_steps", 0) + r.get("warmup_steps", 0)
+            with_pass = None if sft_row else 1 / (1 / speed + pass_s / (r["tokens_per_step"] * steps))
+            ratio = speed / sft_speed if sft_speed and not sft_row else None
+            ratio_with_pass = with_pass / sft_speed if sft_speed and with_pass else None
+            peak, pass_peak = r.get("peak_allocated_gib"), r.get("peak_build_allocated_gib") if pass_s else None
             met = "–"
-            if ratio is not None and peak is not None:
-                met = "met" if ratio >= TARGET_SPEED_RATIO and peak <= TARGET_PEAK_GIB else "missed"
+            if ratio_with_pass is not None and peak is not None:
+                fits = max(peak, pass_peak or 0.0) <= TARGET_PEAK_GIB
+                met = "met" if ratio_with_pass >= TARGET_SPEED_RATIO and fits else "missed"
             lines.append(
-                f"| `{name}` | {r['label']} | {r['tokens_per_s']:,.0f} | {fmt(ratio, '.2f')} "
-                f"| {fmt(r.get('padding_share'), '.0%')} "
-                f"| {fmt(r.get('tokens_per_s_with_reference_pass'), ',.0f')} | {fmt(r.get('reference_pass_seconds'), '.1f')} "
-                f"| {fmt(peak, '.1f')} | {fmt(r.get('peak_reserved_gib'), '.1f')} | {met} |"
+                f"| `{name}` | {r['label']} | {speed:,.0f} | {fmt(ratio, '.2f')} "
+                f"| {fmt(r.get('padding_share'), '.0%')} | {fmt(pass_s if pass_s else None, '.1f')} "
+                f"| {fmt(with_pass, ',.0f')} | {fmt(ratio_with_pass, '.2f')} "
+                f"| {fmt(peak, '.1f')} | {fmt(pass_peak, '.1f')} | {met} |"
             )
     return "\n".join(lines)
 

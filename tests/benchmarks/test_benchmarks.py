@@ -612,3 +612,24 @@ def test_a_profiled_dpo_smoke_run_keeps_the_profiled_step_out_of_its_timing(tiny
     assert profile.startswith(f"torch profiler, dpo_adapter_twice, optimizer step {steps} (1 micro-step): wall ")
     assert "CPU operators" in profile and "aten::mm" in profile
 
+
+def test_the_dpo_report_counts_the_reference_pass_in_speed_and_memory(tmp_path):
+    from benchmarks.bench_dpo import report_table
+
+    def result(name, tok_s, pass_s=0.0, peak=12.0, pass_peak=8.0, family="dpo"):
+        row = {"name": name, "status": "ok", "family": family, "label": name, "tokens_per_s": tok_s,
+               "tokens_per_step": 10_000, "measured_steps": 7, "warmup_steps": 3, "reference_pass_seconds": pass_s,
+               "peak_allocated_gib": peak, "peak_build_allocated_gib": pass_peak}  # fmt: skip
+        (tmp_path / f"{name}.json").write_text(json.dumps(row))
+
+    result("q_default_fused", 1000.0, family="sft")
+    result("every_step", 800.0)  # no pass: its policy speed is the run's
+    result("slow_pass", 900.0, pass_s=100.0)  # 0.9x while training, 0.47x with the pass spread over its tokens
+    result("fast_pass", 900.0, pass_s=10.0)
+    result("big_pass", 900.0, pass_s=10.0, pass_peak=17.0)
+    rows = {line.split("|")[1].strip(" `"): [c.strip() for c in line.split("|")[2:-1]]
+            for line in report_table(tmp_path).splitlines() if line.startswith("| `")}  # fmt: skip
+    assert rows["every_step"][4:] == ["–", "800", "0.80", "12.0", "–", "met"]
+    assert rows["slow_pass"][2:] == ["0.90", "–", "100.0", "474", "0.47", "12.0", "8.0", "missed"]
+    assert rows["fast_pass"][6:] == ["0.83", "12.0", "8.0", "met"]
+    assert rows["big_pass"][-2:] == ["17.0", "missed"]
