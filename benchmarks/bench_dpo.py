@@ -106,7 +106,7 @@ def pairs_for(data: Path, out: Path, rows: int) -> Path:
 
 
 def bench_keys(variant: dict, args, work: Path, cpu_smoke: bool) -> dict:
-    """The variant's keys plus what every run sets: no eval, no checkpoints, one epoch of `steps` steps."""
+    """The variant's keys plus what every run sets: no eval, no checkpoints (the worker adds `max_steps`)."""
     keys = {
         "model_name_or_path": str(args.model),
         "output_dir": str(work / "runs" / variant["name"]),
@@ -117,7 +117,6 @@ def bench_keys(variant: dict, args, work: Path, cpu_smoke: bool) -> dict:
         "early_stopping_patience": None,
         "report_to": "none",
         "logging_steps": 1,
-        "num_train_epochs": 1,
         "warmup_steps": 0,
         **variant.get("overrides", {}),
     }
@@ -418,8 +417,8 @@ def main() -> None:
     common.add_argument(
         "--profile",
         action="store_true",
-        help="one more step after the timed ones under the torch profiler: <variant>.profile.txt (GPU kernels, or "
-        "CPU operators on a CPU) beside the result",
+        help="one more step after the timed ones under the torch profiler: <variant>.profile.txt (GPU kernels and "
+        "host operators, or CPU operators on a CPU) beside the result",
     )
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(

@@ -350,8 +350,9 @@ KERNEL_FAMILIES = (
 
 
 class StepProfiler:
-    """One optimizer step under the torch profiler (GPU kernels, or CPU operators without a GPU), summarised by
-    :func:`kernel_summary` into a text file: :meth:`start` at the step's beginning, :meth:`stop` at its end."""
+    """One optimizer step under the torch profiler (GPU kernels and host operators, or CPU operators without a GPU),
+    summarised by :func:`kernel_summary` into a text file: :meth:`start` at the step's beginning, :meth:`stop` at its
+    end."""
 
     def __init__(self, cuda: bool):
         self.cuda, self.profiler, self.started = cuda, None, 0.0
@@ -783,7 +784,7 @@ def main() -> None:
     r.add_argument(
         "--profile",
         action="store_true",
-        help="also write each variant's GPU kernels of one step (<variant>.profile.txt)",
+        help="also write each variant's GPU kernels and host operators of one step (<variant>.profile.txt)",
     )
     r.add_argument(
         "--date",
@@ -795,7 +796,11 @@ def main() -> None:
     w.add_argument("--out", required=True, help="result file to write")
     w.add_argument("--no-check", action="store_true")
     w.add_argument("--check-only", action="store_true", help="score the fixed batch and stop")
-    w.add_argument("--profile", action="store_true", help="profile one more step's GPU kernels, after the timed ones")
+    w.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile one more step's GPU kernels and host operators, after the timed ones",
+    )
     c = sub.add_parser(
         "check", parents=[common], help="the fixed-batch check alone for each distinct scoring path among the variants"
     )
